@@ -1,0 +1,42 @@
+# The two commands a new user needs: `make serve` and `make test` (both create .venv when missing).
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+DATA_ROOT ?= ../shared/data
+
+.PHONY: serve test lint bench-train checkpoints clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+
+# Stamps re-install only when pyproject.toml changes.
+$(VENV)/.installed: pyproject.toml | $(BIN)/python
+	$(BIN)/pip install --quiet -e .
+	touch $@
+
+$(VENV)/.installed-dev: pyproject.toml | $(BIN)/python
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $@ $(VENV)/.installed
+
+serve: $(VENV)/.installed
+	$(BIN)/dae-serve
+
+test: $(VENV)/.installed-dev
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/pytest
+
+lint: $(VENV)/.installed-dev
+	$(BIN)/ruff check .
+	$(BIN)/mypy models training service bench
+
+bench-train: $(VENV)/.installed-dev
+	$(BIN)/python bench/train_benchmark.py --data-root $(DATA_ROOT)
+
+# Retrain every shipped model with the commands recorded in their cards (about 1 hour on 2 CPU cores).
+checkpoints: $(VENV)/.installed
+	DATA_ROOT=$(DATA_ROOT) bash checkpoints/train_all.sh
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache .mypy_cache build *.egg-info

@@ -1,0 +1,29 @@
+"""Image-quality metrics, per image, for batches N×1×H×W in [0, 1] (data range 1)."""
+
+from __future__ import annotations
+
+import torch
+from torchmetrics.functional.image import structural_similarity_index_measure
+
+# A perfect reconstruction has infinite PSNR; report it as this instead so that means stay finite.
+MAX_PSNR_DB = 100.0
+
+
+def mse_per_image(output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Mean squared error of each image, shape (N,)."""
+    return (output.float() - target.float()).pow(2).flatten(1).mean(dim=1)
+
+
+def psnr_per_image(output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """PSNR in dB of each image with data range 1, shape (N,); average these for a data set."""
+    mse = mse_per_image(output, target)
+    return (-10.0 * torch.log10(mse.clamp_min(10 ** (-MAX_PSNR_DB / 10)))).clamp_max(MAX_PSNR_DB)
+
+
+def ssim_per_image(output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """SSIM of each image (Gaussian window 11, σ 1.5, data range 1), shape (N,)."""
+    ssim = structural_similarity_index_measure(
+        output.float(), target.float(), data_range=1.0, reduction="none"
+    )
+    assert isinstance(ssim, torch.Tensor)
+    return ssim

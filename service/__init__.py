@@ -1,0 +1,1 @@
+"""The FastAPI microservice that serves the shipped denoisers (built in the serving issue)."""

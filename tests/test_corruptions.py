@@ -1,0 +1,101 @@
+"""The corruptions: their statistics, range, reproducibility and level validation."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from models.corruptions import NOISE_TYPES, corrupt, make_generator
+
+
+def grey(n: int = 64, size: int = 28) -> torch.Tensor:
+    # mid-grey keeps Gaussian noise of small σ away from the clamp, so its spread is measurable
+    return torch.full((n, 1, size, size), 0.5)
+
+
+@pytest.mark.parametrize("sigma", [0.05, 0.1])
+def test_gaussian_noise_has_the_requested_sigma(sigma: float) -> None:
+    x = grey()
+    noisy = corrupt(x, "gaussian", sigma, make_generator(0))
+    delta = noisy - x
+    assert delta.std().item() == pytest.approx(sigma, rel=0.02)
+    assert abs(delta.mean().item()) < 0.002
+
+
+@pytest.mark.parametrize("p", [0.1, 0.2, 0.5])
+def test_salt_pepper_replaces_the_requested_fraction_with_even_odds(p: float) -> None:
+    x = grey()
+    noisy = corrupt(x, "salt_pepper", p, make_generator(1))
+    salt, pepper = (noisy == 1).float().mean().item(), (noisy == 0).float().mean().item()
+    assert salt + pepper == pytest.approx(p, abs=0.01)
+    assert salt == pytest.approx(pepper, abs=0.01)
+    assert torch.all((noisy == 0) | (noisy == 1) | (noisy == x))
+
+
+@pytest.mark.parametrize("p", [0.1, 0.3, 0.7])
+def test_masking_zeroes_the_requested_fraction(p: float) -> None:
+    x = grey()
+    noisy = corrupt(x, "masking", p, make_generator(2))
+    assert (noisy == 0).float().mean().item() == pytest.approx(p, abs=0.01)
+    assert torch.all((noisy == 0) | (noisy == x))
+
+
+def test_mixed_gives_each_image_one_type_and_a_level_up_to_the_maximum() -> None:
+    x = grey(n=300)
+    noisy = corrupt(x, "mixed", 0.5, make_generator(3))
+    kinds = []
+    for image in noisy:
+        values = set(image.unique().tolist())
+        if values <= {0.0, 0.5, 1.0} and 1.0 in values:
+            kinds.append("salt_pepper")
+            assert (image != 0.5).float().mean() <= 0.5 + 0.05
+        elif values <= {0.0, 0.5}:
+            kinds.append("masking")
+            assert (image == 0).float().mean() <= 0.5 + 0.05
+        else:
+            kinds.append("gaussian")
+            assert (image - 0.5).std() <= 0.5
+    counts = {k: kinds.count(k) for k in ("gaussian", "salt_pepper", "masking")}
+    assert all(c > 60 for c in counts.values()), counts
+
+
+@pytest.mark.parametrize("noise", NOISE_TYPES)
+def test_values_stay_in_unit_range_with_shape_dtype_and_device_kept(noise: str) -> None:
+    x = torch.rand(16, 1, 20, 33)
+    noisy = corrupt(x, noise, 1.0 if noise != "none" else None, make_generator(4))
+    assert noisy.shape == x.shape and noisy.dtype == x.dtype and noisy.device == x.device
+    assert noisy.min() >= 0 and noisy.max() <= 1
+
+
+@pytest.mark.parametrize("noise", ["gaussian", "salt_pepper", "masking", "mixed"])
+def test_same_seed_same_output_other_seed_other_output(noise: str) -> None:
+    x = torch.rand(8, 1, 28, 28)
+    a = corrupt(x, noise, 0.3, make_generator(7))
+    b = corrupt(x, noise, 0.3, make_generator(7))
+    c = corrupt(x, noise, 0.3, make_generator(8))
+    assert torch.equal(a, b)
+    assert not torch.equal(a, c)
+
+
+@pytest.mark.parametrize("level", [-0.01, 1.01, math.nan, math.inf, "0.3", True])
+def test_bad_levels_are_errors_not_clamps(level: object) -> None:
+    with pytest.raises(ValueError, match="level"):
+        corrupt(grey(2), "gaussian", level)  # type: ignore[arg-type]
+
+
+def test_unknown_noise_is_an_error_naming_the_choices() -> None:
+    with pytest.raises(ValueError, match="gaussian"):
+        corrupt(grey(2), "speckle", 0.1)
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("noise", ["gaussian", "salt_pepper", "masking", "mixed"])
+def test_on_cuda_reproducible_and_statistically_like_cpu(noise: str) -> None:
+    x = grey(n=256)
+    on_gpu = [corrupt(x.cuda(), noise, 0.2, make_generator(5, "cuda")) for _ in range(2)]
+    assert on_gpu[0].is_cuda and torch.equal(on_gpu[0], on_gpu[1])
+    on_cpu = corrupt(x, noise, 0.2, make_generator(5))
+    for stat in (torch.mean, torch.std, lambda t: (t == 0).float().mean()):
+        assert stat(on_gpu[0].cpu()).item() == pytest.approx(stat(on_cpu).item(), abs=0.01)

@@ -1,0 +1,49 @@
+"""Architectures (registry, shapes, ranges) and the metrics."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from models.architectures import create_model, list_models
+from models.metrics import mse_per_image, psnr_per_image, ssim_per_image
+
+
+def test_registry_builds_every_named_architecture() -> None:
+    assert {"mlp", "conv"} <= set(list_models())
+    with pytest.raises(KeyError, match="unknown architecture"):
+        create_model("transformer")
+
+
+def test_reference_mlp_is_exactly_the_reference_widths() -> None:
+    model = create_model("mlp")
+    linears = [m for m in model.modules() if isinstance(m, torch.nn.Linear)]
+    assert [(m.in_features, m.out_features) for m in linears] == [
+        (784, 256), (256, 128), (128, 64), (64, 128), (128, 256), (256, 784)
+    ]  # fmt: skip
+    activations = [type(m).__name__ for m in model.modules() if isinstance(m, (torch.nn.ReLU, torch.nn.Sigmoid))]
+    assert activations == ["ReLU"] * 5 + ["Sigmoid"]
+    x = torch.rand(3, 1, 28, 28)
+    assert model.encode(x).shape == (3, 64)  # type: ignore[operator]
+    out = model(x)
+    assert out.shape == x.shape and out.min() >= 0 and out.max() <= 1
+
+
+@pytest.mark.parametrize("size", [(28, 28), (13, 40), (64, 17), (1, 1)])
+def test_conv_denoiser_takes_any_size(size: tuple[int, int]) -> None:
+    model = create_model("conv", channels=8).eval()
+    x = torch.rand(2, 1, *size)
+    with torch.inference_mode():
+        out = model(x)
+    assert out.shape == x.shape and out.min() >= 0 and out.max() <= 1
+
+
+def test_metrics_per_image() -> None:
+    clean = torch.rand(4, 1, 28, 28)
+    noisy = (clean + 0.1 * torch.randn_like(clean)).clamp(0, 1)
+    mse = mse_per_image(noisy, clean)
+    assert mse.shape == (4,)
+    assert torch.allclose(psnr_per_image(noisy, clean), -10 * torch.log10(mse))
+    assert psnr_per_image(clean, clean).max() == 100.0  # a perfect copy is capped, not infinite
+    ssim = ssim_per_image(noisy, clean)
+    assert ssim.shape == (4,) and torch.all(ssim < 1) and torch.allclose(ssim_per_image(clean, clean), torch.ones(4))

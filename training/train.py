@@ -1,0 +1,282 @@
+"""The training loop: one process or ``torchrun`` data-parallel, on whatever device is present.
+
+The whole train split lives on the device as one uint8 tensor; each step gathers a batch by index,
+corrupts it there, and takes one optimizer step on ‖x − f(x̃)‖². Nothing syncs with the host per step
+except every ``log_every`` steps for the progress bar. The epoch with the best validation PSNR (on a
+fixed held-out slice of the train split) is the one written.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shlex
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from safetensors.torch import load_file, save_file
+from torch import nn
+from tqdm import tqdm
+
+from models.architectures import create_model
+from models.checkpoint import ModelCard, checkpoint_paths, save_checkpoint
+from models.corruptions import corrupt, make_generator, validate_level
+from models.device import resolve_device
+from models.metrics import psnr_per_image
+from training.data import holdout_split, load_split
+from training.evaluate import to_float_batch
+
+
+@dataclass
+class TrainConfig:
+    dataset: str = "mnist"
+    data_root: str = "data"
+    arch: str = "mlp"
+    noise: str = "gaussian"
+    level: float = 0.3
+    epochs: int = 10
+    batch_size: int = 128
+    lr: float = 1e-3
+    schedule: str = "constant"  # or "cosine": decays the learning rate to zero over the run
+    channels: int = 16  # width of the conv architecture's top level
+    seed: int = 0
+    out: str = "checkpoints/model"
+    device: str = "auto"
+    resume: bool = False
+    limit: int | None = None  # use only the first N train images (smoke runs)
+    log_every: int = 25
+    command: str = field(default_factory=lambda: shlex.join(["dae-train", *sys.argv[1:]]))
+
+
+@dataclass
+class DistInfo:
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+def init_distributed(device_request: str) -> DistInfo:
+    """Join the ``torchrun`` process group if launched by it (gloo on CPU, NCCL on CUDA)."""
+    if "WORLD_SIZE" not in os.environ or int(os.environ["WORLD_SIZE"]) == 1:
+        return DistInfo()
+    info = DistInfo(int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"]), int(os.environ.get("LOCAL_RANK", 0)))
+    backend = "nccl" if resolve_device(device_request, info.local_rank).type == "cuda" else "gloo"
+    dist.init_process_group(backend)
+    return info
+
+
+def build_model(cfg: TrainConfig) -> nn.Module:
+    hyper: dict[str, Any] = {"channels": cfg.channels} if cfg.arch == "conv" else {}
+    return create_model(cfg.arch, **hyper)
+
+
+def make_optimizer(model: nn.Module, lr: float) -> torch.optim.Optimizer:
+    # Fused Adam runs the whole update in a few kernels (CUDA, and CPU since torch 2.4).
+    try:
+        return torch.optim.Adam(model.parameters(), lr=lr, fused=True)
+    except (RuntimeError, TypeError):
+        return torch.optim.Adam(model.parameters(), lr=lr, foreach=True)
+
+
+def lr_at(cfg: TrainConfig, epoch: int) -> float:
+    if cfg.schedule == "cosine":
+        import math
+
+        return cfg.lr * 0.5 * (1 + math.cos(math.pi * epoch / cfg.epochs))
+    return cfg.lr
+
+
+@torch.inference_mode()
+def validation_psnr(model: nn.Module, val_images: torch.Tensor, cfg: TrainConfig) -> float:
+    """Mean PSNR on the held-out slice, under the training noise with a fixed seed."""
+    generator = make_generator(cfg.seed + 99, val_images.device)
+    total = torch.zeros((), device=val_images.device)
+    for chunk in val_images.split(1000):
+        clean = to_float_batch(chunk)
+        noisy = corrupt(clean, cfg.noise, cfg.level, generator)
+        total += psnr_per_image(model(prepare(noisy, cfg)).float(), clean).sum()
+    return total.item() / len(val_images)
+
+
+def prepare(x: torch.Tensor, cfg: TrainConfig) -> torch.Tensor:
+    # channels-last pays for convolutions (oneDNN and cuDNN both prefer NHWC); MLPs just flatten.
+    return x.contiguous(memory_format=torch.channels_last) if cfg.arch == "conv" else x
+
+
+def train(cfg: TrainConfig) -> ModelCard | None:
+    """Train and write the best epoch's checkpoint; returns its card on rank 0."""
+    if cfg.noise != "none":
+        validate_level(cfg.level)
+    info = init_distributed(cfg.device)
+    device = resolve_device(cfg.device, info.local_rank)
+    torch.manual_seed(cfg.seed)
+    images, _ = load_split(cfg.dataset, "train", cfg.data_root)
+    if cfg.limit:
+        images = images[: cfg.limit]
+    train_idx, val_idx = holdout_split(len(images))
+    train_images, val_images = images[train_idx].to(device), images[val_idx].to(device)
+
+    model = build_model(cfg).to(device)
+    if cfg.arch == "conv":
+        model = model.to(memory_format=torch.channels_last)
+    optimizer = make_optimizer(model, cfg.lr)
+    state_path = Path(cfg.out + ".resume")
+    state_path.parent.mkdir(parents=True, exist_ok=True)
+    start_epoch, best = 0, {"psnr": -1.0, "epoch": -1}
+    best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    if cfg.resume:
+        start_epoch, best, best_state = load_training_state(state_path, model, optimizer)
+    ddp_model: nn.Module = model
+    if info.world_size > 1:
+        ddp_model = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+    use_bf16 = device.type == "cuda"
+
+    per_rank_batch = max(1, cfg.batch_size // info.world_size)
+    n = len(train_images) - len(train_images) % info.world_size  # equal shards keep ranks in step
+    steps = -(-n // info.world_size // per_rank_batch)
+    history: list[dict[str, float]] = []
+    started = time.perf_counter()
+    for epoch in range(start_epoch, cfg.epochs):
+        for group in optimizer.param_groups:
+            group["lr"] = lr_at(cfg, epoch)
+        # The permutation is the same on every rank (same seed); each takes its own stride of it.
+        perm = torch.randperm(len(train_images), generator=make_generator(cfg.seed * 1000 + epoch))[:n]
+        shard = perm[info.rank :: info.world_size].to(device)
+        noise_gen = make_generator((cfg.seed * 1000 + epoch) * 64 + info.rank, device)
+        model.train()
+        running = torch.zeros((), device=device)
+        bar = tqdm(total=steps, desc=f"epoch {epoch + 1}/{cfg.epochs}", disable=not info.is_main, unit="step")
+        tick, seen = time.perf_counter(), 0
+        for step, idx in enumerate(shard.split(per_rank_batch)):
+            clean = to_float_batch(train_images[idx])
+            noisy = prepare(corrupt(clean, cfg.noise, cfg.level, noise_gen), cfg)
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16):
+                out = ddp_model(noisy)
+            loss = F.mse_loss(out.float(), clean)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            running += loss.detach()
+            seen += len(idx) * info.world_size
+            if (step + 1) % cfg.log_every == 0 or step + 1 == steps:
+                rate = seen / (time.perf_counter() - tick)
+                bar.set_postfix(loss=f"{running.item() / (step + 1):.4f}", img_s=f"{rate:,.0f}")
+                bar.update(step + 1 - bar.n)
+        bar.close()
+        model.eval()
+        val = validation_psnr(model, val_images, cfg)
+        history.append({"epoch": epoch + 1, "train_loss": running.item() / steps, "val_psnr_db": val})
+        if info.is_main:
+            print(f"epoch {epoch + 1}: train loss {history[-1]['train_loss']:.5f}, val PSNR {val:.2f} dB", flush=True)
+        if val > best["psnr"]:
+            best = {"psnr": val, "epoch": epoch + 1}
+            best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        if info.is_main:
+            save_training_state(state_path, model, optimizer, epoch + 1, best, best_state)
+    wall = time.perf_counter() - started
+
+    digests = gather_digests(best_state, info)
+    card = None
+    if info.is_main:
+        model.load_state_dict(best_state)
+        card = save_checkpoint(
+            model,
+            cfg.out,
+            architecture=cfg.arch,
+            dataset=cfg.dataset,
+            noise=cfg.noise,
+            noise_level=cfg.level if cfg.noise != "none" else 0.0,
+            epochs=cfg.epochs,
+            best_epoch=int(best["epoch"]),
+            seed=cfg.seed,
+            training={
+                "command": cfg.command,
+                "config": {k: v for k, v in asdict(cfg).items() if k != "command"},
+                "device": device_name(device),
+                "world_size": info.world_size,
+                "rank_weight_digests": digests,
+                "wall_time_s": round(wall, 1),
+                "train_images": len(train_images),
+                "val_images": len(val_images),
+                "val_psnr_db": round(float(best["psnr"]), 3),
+                "history": history,
+            },
+        )
+        for p in (state_path.with_suffix(".resume.safetensors"), state_path.with_suffix(".resume.meta")):
+            p.unlink(missing_ok=True)
+        print(f"wrote {checkpoint_paths(cfg.out)[0]} (best epoch {best['epoch']}, val PSNR {best['psnr']:.2f} dB, {wall:.0f} s)")
+    if info.world_size > 1:
+        dist.barrier()
+        dist.destroy_process_group()
+    return card
+
+
+def device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return f"cuda ({torch.cuda.get_device_name(device)})"
+    import platform
+
+    return f"cpu ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
+
+
+def gather_digests(state: dict[str, torch.Tensor], info: DistInfo) -> list[str]:
+    """sha256 of each rank's final weights: data-parallel ranks must end bit-identical."""
+    digest = hashlib.sha256()
+    for key in sorted(state):
+        digest.update(state[key].detach().cpu().contiguous().numpy().tobytes())
+    if info.world_size == 1:
+        return [digest.hexdigest()]
+    gathered: list[str | None] = [None] * info.world_size
+    dist.all_gather_object(gathered, digest.hexdigest())
+    return [str(d) for d in gathered]
+
+
+# --resume state: model and optimizer tensors in safetensors, the rest as JSON; nothing pickled.
+def save_training_state(
+    path: Path,
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    epoch: int,
+    best: dict[str, float],
+    best_state: dict[str, torch.Tensor],
+) -> None:
+    tensors = {f"model.{k}": v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    tensors.update({f"best.{k}": v.detach().cpu().contiguous() for k, v in best_state.items()})
+    opt = optimizer.state_dict()
+    for param_id, slots in opt["state"].items():
+        for slot, value in slots.items():
+            tensors[f"optim.{param_id}.{slot}"] = torch.as_tensor(value).detach().cpu().contiguous()
+    save_file(tensors, str(path.with_suffix(".resume.safetensors")))
+    meta = {"epoch": epoch, "best": best, "param_groups": opt["param_groups"]}
+    path.with_suffix(".resume.meta").write_text(json.dumps(meta))
+
+
+def load_training_state(
+    path: Path, model: nn.Module, optimizer: torch.optim.Optimizer
+) -> tuple[int, dict[str, float], dict[str, torch.Tensor]]:
+    tensors_path, meta_path = path.with_suffix(".resume.safetensors"), path.with_suffix(".resume.meta")
+    if not tensors_path.is_file() or not meta_path.is_file():
+        raise FileNotFoundError(f"--resume: no training state at {tensors_path} (is the run already finished?)")
+    tensors = load_file(str(tensors_path))
+    meta = json.loads(meta_path.read_text())
+    model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
+    state: dict[int, dict[str, torch.Tensor]] = {}
+    for key, value in tensors.items():
+        if key.startswith("optim."):
+            _, param_id, slot = key.split(".", 2)
+            state.setdefault(int(param_id), {})[slot] = value
+    optimizer.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
+    device = next(model.parameters()).device
+    best_state = {k[5:]: v.to(device) for k, v in tensors.items() if k.startswith("best.")}
+    return int(meta["epoch"]), meta["best"], best_state
