@@ -32,7 +32,7 @@ lint: $(VENV)/.installed-dev
 	$(BIN)/mypy models training service bench
 
 bench-train: $(VENV)/.installed-dev
-	$(BIN)/python bench/train_benchmark.py --data-root $(DATA_ROOT)
+	$(BIN)/python -m bench.train_benchmark --data-root $(DATA_ROOT)
 
 # Retrain every shipped model with the commands recorded in their cards (about 1 hour on 2 CPU cores).
 checkpoints: $(VENV)/.installed

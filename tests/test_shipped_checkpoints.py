@@ -1,0 +1,72 @@
+"""The six shipped models: present, verified on load, trained by the project's command, and denoising."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from models.checkpoint import load_checkpoint
+from tests.conftest import CHECKPOINT_DIR, FIXTURE_ROOT, SHIPPED_MODELS
+from training.data import load_split
+from training.evaluate import evaluate
+
+# What each model is tested on: its own training noise (the standard AE on the reference noise).
+TEST_NOISE = {
+    "mlp-gaussian": ("gaussian", 0.3),
+    "mlp-salt-pepper": ("salt_pepper", 0.2),
+    "mlp-masking": ("masking", 0.3),
+    "mlp-standard": ("gaussian", 0.1),
+    "conv-blind": ("gaussian", 0.3),
+    "conv-blind-fashion": ("gaussian", 0.3),
+}
+# PRODUCT targets, checked against the figures dae-eval recorded on the full test split.
+CARD_TARGETS = {
+    "mlp-gaussian": {"gaussian@0.3": (18.8, 19.4)},
+    "conv-blind": {"gaussian@0.3": (24.0, 99), "salt_pepper@0.2": (29.0, 99), "masking@0.3": (28.5, 99),
+                   "gaussian@0.1": (30.0, 99), "gaussian@0.5": (20.5, 99)},
+    "conv-blind-fashion": {"gaussian@0.3": (21.7, 99), "salt_pepper@0.2": (26.0, 99), "masking@0.3": (25.5, 99)},
+}  # fmt: skip
+
+
+def test_every_shipped_model_is_there() -> None:
+    present = {p.stem for p in CHECKPOINT_DIR.glob("*.json")}
+    assert set(SHIPPED_MODELS) <= present
+
+
+@pytest.mark.parametrize("name", SHIPPED_MODELS)
+def test_shipped_model_loads_and_denoises_real_images(name: str) -> None:
+    model, card = load_checkpoint(CHECKPOINT_DIR / name)
+    assert card.name == name
+    images, _ = load_split(card.dataset, "test", FIXTURE_ROOT, download=False)
+    noise, level = TEST_NOISE[name]
+    figures = evaluate(model, images, noise, level)
+    assert figures["psnr_db"] > figures["noisy_psnr_db"] + 1.0, figures
+
+
+@pytest.mark.parametrize("name", SHIPPED_MODELS)
+def test_card_records_how_it_was_made(name: str) -> None:
+    _, card = load_checkpoint(CHECKPOINT_DIR / name)
+    assert card.training["command"].startswith("dae-train ") and f"--out checkpoints/{name}" in card.training["command"]
+    assert card.training["device"] and card.training["wall_time_s"] > 0 and card.epochs >= 1
+    assert card.model_extra and card.model_extra["evaluation"]["split"] == "test"
+    assert card.model_extra["evaluation"]["test_images"] == 10000
+    for key, (low, high) in CARD_TARGETS.get(name, {}).items():
+        assert low <= card.test_metrics[key]["psnr_db"] <= high, (key, card.test_metrics[key])
+
+
+def test_shipped_files_hold_weights_only() -> None:
+    from safetensors import safe_open
+
+    for name in SHIPPED_MODELS:
+        with safe_open(str(CHECKPOINT_DIR / f"{name}.safetensors"), "pt") as f:
+            assert not any(k.startswith(("optim", "best.")) for k in f.keys())  # noqa: SIM118
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("name", ["mlp-gaussian", "conv-blind"])
+def test_shipped_model_gives_the_same_output_on_cuda_and_cpu(name: str) -> None:
+    gpu, _ = load_checkpoint(CHECKPOINT_DIR / name, "cuda")
+    cpu, _ = load_checkpoint(CHECKPOINT_DIR / name, "cpu")
+    x = torch.rand(16, 1, 28, 28)
+    with torch.inference_mode():
+        assert torch.allclose(gpu(x.cuda()).cpu(), cpu(x), atol=1e-4)
