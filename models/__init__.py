@@ -2,8 +2,8 @@
 
 from models.architectures import MODEL_REGISTRY, create_model, list_models, register_model
 from models.checkpoint import CheckpointError, ModelCard, load_checkpoint, save_checkpoint
-from models.device import resolve_device
 from models.corruptions import NOISE_TYPES, corrupt, make_generator
+from models.device import resolve_device
 from models.metrics import mse_per_image, psnr_per_image, ssim_per_image
 
 __all__ = [

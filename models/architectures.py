@@ -8,6 +8,7 @@ Each model class records ``input_size``: ``(28, 28)`` for fixed-size models, ``N
 from __future__ import annotations
 
 from collections.abc import Callable
+from itertools import pairwise
 from typing import Any
 
 import torch
@@ -50,11 +51,11 @@ class MLPAutoencoder(nn.Module):
         self.hyperparameters = {"hidden": list(hidden), "image_size": image_size}
         widths = [image_size * image_size, *hidden]
         encoder: list[nn.Module] = []
-        for n_in, n_out in zip(widths[:-1], widths[1:], strict=True):
+        for n_in, n_out in pairwise(widths):
             encoder += [nn.Linear(n_in, n_out), nn.ReLU()]
         decoder: list[nn.Module] = []
         rev = widths[::-1]
-        for n_in, n_out in zip(rev[:-1], rev[1:], strict=True):
+        for n_in, n_out in pairwise(rev):
             decoder += [nn.Linear(n_in, n_out), nn.ReLU()]
         decoder[-1] = nn.Sigmoid()  # the output layer is a sigmoid, not a ReLU
         self.encoder = nn.Sequential(*encoder)

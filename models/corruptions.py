@@ -54,9 +54,7 @@ def add_gaussian_noise(x: torch.Tensor, level: Level, generator: torch.Generator
     return (x + _per_image(level, x) * noise).clamp_(0.0, 1.0)
 
 
-def add_salt_pepper_noise(
-    x: torch.Tensor, level: Level, generator: torch.Generator | None = None
-) -> torch.Tensor:
+def add_salt_pepper_noise(x: torch.Tensor, level: Level, generator: torch.Generator | None = None) -> torch.Tensor:
     """Each pixel, with probability ``level``, becomes 0 or 1 with even odds."""
     replaced = _uniform(x, generator) < _per_image(level, x)
     salt = (_uniform(x, generator) < 0.5).to(x.dtype)

@@ -22,8 +22,6 @@ def psnr_per_image(output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
 
 def ssim_per_image(output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """SSIM of each image (Gaussian window 11, σ 1.5, data range 1), shape (N,)."""
-    ssim = structural_similarity_index_measure(
-        output.float(), target.float(), data_range=1.0, reduction="none"
-    )
+    ssim = structural_similarity_index_measure(output.float(), target.float(), data_range=1.0, reduction="none")
     assert isinstance(ssim, torch.Tensor)
     return ssim

@@ -33,7 +33,7 @@ def test_short_run_lowers_validation_loss_and_writes_a_loadable_checkpoint(tmp_p
     assert card["best_epoch"] == 1 + max(range(6), key=lambda i: history[i]["val_psnr_db"])
     assert card["training"]["command"].startswith("dae-train ")
     assert not list(tmp_path.glob("*.resume*")), "resume state is removed once the run completes"
-    model, loaded = load_checkpoint(out)
+    _, loaded = load_checkpoint(out)
     assert loaded.noise == "gaussian" and loaded.noise_level == 0.3 and loaded.dataset == "mnist"
 
 
@@ -53,7 +53,9 @@ def test_same_seed_same_weights(tmp_path: Path) -> None:
     assert card_of(tmp_path / "a")["weights_sha256"] == card_of(tmp_path / "b")["weights_sha256"]
 
 
-def test_resume_continues_an_interrupted_run_to_the_same_weights(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_resume_continues_an_interrupted_run_to_the_same_weights(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     args = [*QUICK, "--arch", "mlp", "--noise", "masking", "--epochs", "3"]
     train_main([*args, "--out", str(tmp_path / "whole")])
 
@@ -108,8 +110,9 @@ def test_eval_reports_figures_and_writes_them_in_the_card(tmp_path: Path, capsys
 
 def test_torchrun_two_processes_on_cpu_end_with_equal_weights(tmp_path: Path) -> None:
     out = tmp_path / "ddp"
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29531",
-           "-m", "training", "train", *QUICK, "--arch", "mlp", "--epochs", "2", "--device", "cpu", "--out", str(out)]  # fmt: skip
+    launcher = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29531"]
+    train_args = [*QUICK, "--arch", "mlp", "--epochs", "2", "--device", "cpu", "--out", str(out)]
+    cmd = [*launcher, "-m", "training", "train", *train_args]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     result = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=240)
     assert result.returncode == 0, result.stderr[-2000:]
@@ -123,7 +126,8 @@ def test_torchrun_two_processes_on_cpu_end_with_equal_weights(tmp_path: Path) ->
 @pytest.mark.cuda
 def test_cuda_training_with_bf16_lowers_validation_loss_and_loads_on_cpu(tmp_path: Path) -> None:
     out = tmp_path / "gpu"
-    assert train_main([*QUICK, "--arch", "conv", "--channels", "8", "--epochs", "4", "--device", "cuda", "--out", str(out)]) == 0
+    args = [*QUICK, "--arch", "conv", "--channels", "8", "--epochs", "4", "--device", "cuda"]
+    assert train_main([*args, "--out", str(out)]) == 0
     card = card_of(out)
     assert card["training"]["device"].startswith("cuda")
     history = card["training"]["history"]

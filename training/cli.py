@@ -6,7 +6,6 @@ import argparse
 import json
 import shlex
 import sys
-from pathlib import Path
 
 from models.checkpoint import CheckpointError, checkpoint_paths, load_checkpoint, read_card, write_card
 from models.corruptions import NOISE_TYPES
@@ -81,7 +80,9 @@ def eval_main(argv: list[str] | None = None) -> int:
     else:
         panel = [(args.noise, DEFAULT_LEVELS[args.noise] if args.level is None else args.level)]
     results = {metric_key(noise, level): evaluate(model, images, noise, level, args.seed) for noise, level in panel}
-    summary = {"checkpoint": card.name, "dataset": dataset, "test_images": len(images), "seed": args.seed, "results": results}
+    summary = {
+        "checkpoint": card.name, "dataset": dataset, "test_images": len(images), "seed": args.seed, "results": results
+    }  # fmt: skip
     if args.json:
         print(json.dumps(summary, indent=2))
     else:
@@ -99,7 +100,7 @@ def eval_main(argv: list[str] | None = None) -> int:
             "command": shlex.join(["dae-eval", *(sys.argv[1:] if argv is None else argv)]),
             "dataset": dataset, "split": "test", "test_images": len(images), "noise_seed": args.seed,
         })  # fmt: skip
-        setattr(card, "evaluation", evaluation)
+        card.evaluation = evaluation  # type: ignore[attr-defined]  # an extra field of the card
         write_card(card, card_path)
     return 0
 

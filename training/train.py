@@ -139,7 +139,8 @@ def train(cfg: TrainConfig) -> ModelCard | None:
         start_epoch, best, best_state = load_training_state(state_path, model, optimizer)
     ddp_model: nn.Module = model
     if info.world_size > 1:
-        ddp_model = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+        device_ids = [device.index] if device.type == "cuda" else None
+        ddp_model = nn.parallel.DistributedDataParallel(model, device_ids=device_ids)
     use_bf16 = device.type == "cuda"
 
     per_rank_batch = max(1, cfg.batch_size // info.world_size)
@@ -215,7 +216,8 @@ def train(cfg: TrainConfig) -> ModelCard | None:
         )
         for p in (state_path.with_suffix(".resume.safetensors"), state_path.with_suffix(".resume.meta")):
             p.unlink(missing_ok=True)
-        print(f"wrote {checkpoint_paths(cfg.out)[0]} (best epoch {best['epoch']}, val PSNR {best['psnr']:.2f} dB, {wall:.0f} s)")
+        weights = checkpoint_paths(cfg.out)[0]
+        print(f"wrote {weights} (best epoch {best['epoch']}, val PSNR {best['psnr']:.2f} dB, {wall:.0f} s)")
     if info.world_size > 1:
         dist.barrier()
         dist.destroy_process_group()
