@@ -74,6 +74,12 @@ def sha256_file(path: Path) -> str:
     return digest.hexdigest()
 
 
+def model_input_size(model: nn.Module) -> list[int] | None:
+    """[height, width] a fixed-size model takes, or None for a model of any size."""
+    size = getattr(model, "input_size", None)
+    return [int(d) for d in size] if isinstance(size, tuple) else None
+
+
 def count_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
@@ -88,7 +94,7 @@ def save_checkpoint(model: nn.Module, path: str | Path, **card_fields: Any) -> M
         "name": weights_path.stem,
         "hyperparameters": getattr(model, "hyperparameters", {}),
         "parameters": count_parameters(model),
-        "input_size": list(model.input_size) if getattr(model, "input_size", None) else None,
+        "input_size": model_input_size(model),
         "library_versions": library_versions(),
         **card_fields,
         "weights_file": weights_path.name,
@@ -146,7 +152,7 @@ def load_checkpoint(path: str | Path, device: torch.device | str = "cpu") -> tup
         raise CheckpointError(f"{card_path}: hyperparameters do not build {card.architecture!r} ({exc})") from None
     _check_state_matches(model, state, weights_path)
     model.load_state_dict(state)
-    model_size = list(model.input_size) if getattr(model, "input_size", None) else None
+    model_size = model_input_size(model)
     if card.input_size != model_size:
         raise CheckpointError(f"{card_path}: input_size {card.input_size} but the model takes {model_size}")
     return model.to(device).eval(), card
