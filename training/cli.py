@@ -106,8 +106,32 @@ def eval_main(argv: list[str] | None = None) -> int:
 
 
 def report_main(argv: list[str] | None = None) -> int:
-    print("dae-report: the study report is not built yet (see the study issue)", file=sys.stderr)
-    return 2
+    import os
+    from pathlib import Path
+
+    p = argparse.ArgumentParser(prog="dae-report", description="Re-run the study and write the report.")
+    p.add_argument("--data-root", default="data", help="folder holding the MNIST and Fashion-MNIST IDX files")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    p.add_argument("--out", default="docs/report.md", help="the report; figures go to figures/ beside it")
+    p.add_argument("--cache", default="cache/study", help="where the models nobody ships are trained, once")
+    p.add_argument("--checkpoint-dir", default="checkpoints", help="the shipped checkpoints")
+    p.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="processes for BM3D")
+    p.add_argument("--quick", action="store_true", help="tiny models on the given data (the test fixture): a smoke run")
+    args = p.parse_args(argv)
+    from training.report import run_report
+    from training.study.config import StudyConfig
+
+    cfg = StudyConfig(
+        data_root=Path(args.data_root), out=Path(args.out), cache=Path(args.cache),
+        checkpoint_dir=Path(args.checkpoint_dir), device=args.device, quick=args.quick, workers=max(1, args.workers),
+        command=shlex.join(["dae-report", *(sys.argv[1:] if argv is None else argv)]),
+    )  # fmt: skip
+    try:
+        run_report(cfg)
+    except (CheckpointError, DataError, RuntimeError) as exc:
+        print(f"dae-report: error: {exc}", file=sys.stderr)
+        return 2
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,0 +1,141 @@
+"""``dae-report --quick`` on the fixture: every table and figure of the study is produced and consistent.
+
+The report is generated once per session (about half a minute on 2 cores) and each test reads it.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+import torch
+from PIL import Image
+
+from tests.conftest import FIXTURE_ROOT
+from training.cli import report_main
+from training.study.config import StudyConfig
+from training.study.markdown import delta_db
+from training.study.scoring import GAUSSIAN, Noise
+from training.study.scoring import TestSet as StudyTestSet
+from training.study.zoo import SPECS, ModelZoo
+
+pytestmark = pytest.mark.slow
+
+SECTIONS = (
+    "examples",
+    "dae-vs-ae",
+    "noise-level",
+    "robustness",
+    "features",
+    "iterative",
+    "blind",
+    "classical",
+    "fashion",
+)
+FIGURES = {
+    "examples": ("grid_gaussian.png", "grid_salt_pepper.png", "grid_masking.png", "noise_comparison.png"),
+    "dae-vs-ae": ("dae_vs_ae.png",),
+    "noise-level": ("noise_level.png",),
+    "robustness": ("robustness.png",),
+    "features": ("filters.png", "latent_correlation.png"),
+    "iterative": ("iterative.png", "iterative_examples.png"),
+    "blind": ("blind.png",),
+    "classical": ("classical.png",),
+    "fashion": ("fashion.png",),
+}
+NUMBER = re.compile(r"(?<![\d.])\d+\.\d+")
+ABSOLUTE_DB = re.compile(r"(?<![+−\d.])(\d+\.\d{2}) dB")  # "19.01 dB", not a signed difference "+1.20 dB"
+
+
+@pytest.fixture(scope="module")
+def report(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("report")
+    args = ["--quick", "--data-root", str(FIXTURE_ROOT), "--device", "auto"]
+    assert report_main([*args, "--out", str(root / "report.md"), "--cache", str(root / "cache")]) == 0
+    return root / "report.md"
+
+
+def sections_of(text: str) -> dict[str, str]:
+    """Section key → its markdown, from one numbered heading to the next."""
+    parts = re.split(r"\n(?=## )", text)
+    found = {}
+    for part in parts:
+        anchor = re.search(r'<a id="([\w-]+)"></a>', part)
+        if anchor:
+            found[anchor.group(1)] = part
+    return found
+
+
+def tables_of(section: str) -> str:
+    return "\n".join(line for line in section.splitlines() if line.startswith("|"))
+
+
+def findings_of(section: str) -> str:
+    match = re.search(r"^\*\*Findings\.\*\* (.+)$", section, re.MULTILINE)
+    assert match, "section has no findings"
+    return match.group(1)
+
+
+def test_every_section_has_a_table_that_says_what_it_measured(report: Path) -> None:
+    sections = sections_of(report.read_text())
+    assert list(sections) == list(SECTIONS)
+    for key, section in sections.items():
+        assert tables_of(section).count("\n") >= 2, f"{key}: no table"
+        assert "noise seed 1234" in section, key
+        assert "test images" in section or "test split" in section, key
+        assert "Command: `dae-report --quick" in section, key
+        assert "PSNR" in section and "SSIM" in section, key
+
+
+def test_every_figure_is_written_referenced_and_opens(report: Path) -> None:
+    sections = sections_of(report.read_text())
+    for key, names in FIGURES.items():
+        for name in names:
+            assert f"](figures/{name})" in sections[key], f"{key} does not show {name}"
+            path = report.parent / "figures" / name
+            with Image.open(path) as image:
+                image.verify()
+            with Image.open(path) as image:
+                assert image.format == "PNG"
+                assert image.width >= 300 and image.height >= 150, f"{name} is {image.size}"
+
+
+def test_findings_quote_the_numbers_of_the_tables(report: Path) -> None:
+    text = report.read_text()
+    all_tables = tables_of(text)
+    for key, section in sections_of(text).items():
+        findings = findings_of(section)
+        own = set(NUMBER.findall(tables_of(section)))
+        assert own & set(NUMBER.findall(findings)), f"{key}: findings quote no number of the table"
+        for value in ABSOLUTE_DB.findall(findings):
+            assert value in all_tables, f"{key}: {value} dB is in the findings but in no table"
+
+
+def test_report_states_how_long_it_took_and_which_models(report: Path) -> None:
+    text = report.read_text()
+    assert re.search(r"The whole run took \d", text)
+    assert "## Run time" in text
+    for spec in SPECS:
+        assert f"| {spec.name} |" in text
+
+
+def test_a_second_run_finds_every_model_in_the_cache(report: Path) -> None:
+    cfg = StudyConfig(FIXTURE_ROOT, report, report.parent / "cache", Path("checkpoints"), quick=True)
+    zoo = ModelZoo(cfg, lambda _: None)
+    zoo.prepare()
+    assert {p.source for p in zoo.provenance.values()} == {"cache"}
+
+
+def test_a_sample_holds_the_same_noisy_pixels_as_the_whole_split(mnist_test_images: torch.Tensor) -> None:
+    full = StudyTestSet("mnist", mnist_test_images, torch.zeros(len(mnist_test_images), dtype=torch.long))
+    sample = full.sample(20)
+    combined = Noise((("gaussian", 0.3), ("masking", 0.3)))
+    for noise in (GAUSSIAN, combined):
+        assert torch.equal(sample.noisy(noise), full.noisy(noise)[sample.index])
+    assert torch.equal(full.noisy(combined), full.noisy(combined)), "noise is a function of the seed alone"
+
+
+def test_differences_are_signed_so_they_never_read_as_table_values() -> None:
+    assert delta_db(1.234) == "+1.23 dB" and delta_db(-0.5) == "−0.50 dB"
+    assert not ABSOLUTE_DB.findall(f"by {delta_db(-0.5)}")
