@@ -1,0 +1,214 @@
+"""The HTTP contract of PRODUCT.md, route by route, through the real app and the shipped checkpoints."""
+
+from __future__ import annotations
+
+import base64
+from typing import Any
+
+import numpy as np
+import pytest
+
+from models.checkpoint import load_checkpoint
+from tests.conftest import CHECKPOINT_DIR, FIXTURE_ROOT
+from tests.service.conftest import FIXED_SIZE_MODEL, AppClient, decode_png, denoise, png_bytes, shipped_models, upload
+
+JSON_FIELDS = {"model", "width", "height", "reconstruction_mse", "denoised_png", "latency_ms"}
+NOISE_FIELDS = {"noise", "noisy_png", "noisy_mse", "noisy_psnr_db", "denoised_mse", "denoised_psnr_db"}
+
+
+def test_healthz_and_readyz(client: AppClient) -> None:
+    assert client.get("/healthz").json() == {"status": "ok"}
+    ready = client.get("/readyz")
+    assert ready.status_code == 200
+    assert ready.json() == {"status": "ready", "models": shipped_models()}
+
+
+def test_models_describes_every_shipped_checkpoint(client: AppClient) -> None:
+    body = client.get("/models").json()
+    names = [model["name"] for model in body["models"]]
+    assert names == shipped_models()
+    expected_default = "conv-blind" if "conv-blind" in names else names[0]
+    assert body["default_model"] == expected_default
+    assert [m["name"] for m in body["models"] if m["default"]] == [expected_default]
+    for model in body["models"]:
+        _, card = load_checkpoint(CHECKPOINT_DIR / f"{model['name']}.json")
+        assert model["architecture"] == card.architecture
+        assert model["parameters"] == card.parameters
+        assert model["input_size"] == card.input_size
+        assert (model["noise"], model["noise_level"], model["dataset"]) == (card.noise, card.noise_level, card.dataset)
+        assert model["test_metrics"] == card.test_metrics
+
+
+def test_corrupt_returns_a_png_of_the_uploads_size_and_echoes_the_noise(client: AppClient) -> None:
+    image = np.full((30, 40), 128, dtype=np.uint8)
+    response = client.post("/corrupt", files=upload(png_bytes(image)), data={"noise": "gaussian", "seed": "7"})
+    assert response.status_code == 200
+    assert response.headers["content-type"] == "image/png"
+    noisy = decode_png(response.content)
+    assert noisy.shape == (30, 40)
+    assert noisy.std() > 10  # σ = 0.3 of the range: clearly not the flat input any more
+    assert (response.headers["x-noise-type"], response.headers["x-noise-level"]) == ("gaussian", "0.3")
+    assert response.headers["x-noise-seed"] == "7"
+
+
+@pytest.mark.parametrize("noise", ["gaussian", "salt_pepper", "masking", "mixed"])
+def test_the_same_seed_gives_the_same_corrupt_bytes(client: AppClient, digit: bytes, noise: str) -> None:
+    def corrupt(seed: int) -> bytes:
+        response = client.post("/corrupt", files=upload(digit), data={"noise": noise, "seed": str(seed)})
+        assert response.status_code == 200
+        return response.content
+
+    assert corrupt(11) == corrupt(11)
+    assert corrupt(11) != corrupt(12)
+
+
+def test_a_seed_left_out_is_reported_and_reproduces_the_noise(client: AppClient, digit: bytes) -> None:
+    first = client.post("/corrupt", files=upload(digit), data={"noise": "salt_pepper", "level": "0.5"})
+    seed = first.headers["x-noise-seed"]
+    again = client.post("/corrupt", files=upload(digit), data={"noise": "salt_pepper", "level": "0.5", "seed": seed})
+    assert again.content == first.content
+
+
+def test_denoise_json_without_noise_has_exactly_the_base_fields(client: AppClient, digit: bytes) -> None:
+    body = denoise(client, digit, model=FIXED_SIZE_MODEL)
+    assert set(body) == JSON_FIELDS
+    assert (body["model"], body["width"], body["height"]) == (FIXED_SIZE_MODEL, 28, 28)
+    assert decode_png(base64.b64decode(body["denoised_png"])).shape == (28, 28)
+    assert 0.0 <= body["reconstruction_mse"] < 1.0 and body["latency_ms"] > 0
+
+
+def test_denoise_json_with_noise_reports_the_errors_against_the_clean_image(client: AppClient, digit: bytes) -> None:
+    body = denoise(client, digit, model=FIXED_SIZE_MODEL, noise="gaussian", seed=3)
+    assert set(body) == JSON_FIELDS | NOISE_FIELDS
+    assert body["noise"] == {"type": "gaussian", "level": 0.3, "seed": 3}
+    noisy = decode_png(base64.b64decode(body["noisy_png"])) / 255.0
+    clean = decode_png(digit) / 255.0
+    assert body["noisy_mse"] == pytest.approx(np.mean((noisy - clean) ** 2), abs=2e-4)  # PNG rounding only
+    assert body["noisy_psnr_db"] == pytest.approx(-10 * np.log10(body["noisy_mse"]), abs=1e-6)
+    assert body["denoised_psnr_db"] == pytest.approx(-10 * np.log10(body["denoised_mse"]), abs=1e-6)
+
+
+def test_denoise_with_accept_png_returns_the_png_and_the_error_header(client: AppClient, digit: bytes) -> None:
+    as_json = denoise(client, digit, model=FIXED_SIZE_MODEL)
+    response = client.post(
+        "/denoise", files=upload(digit), data={"model": FIXED_SIZE_MODEL}, headers={"Accept": "image/png"}
+    )
+    assert response.status_code == 200
+    assert response.headers["content-type"] == "image/png"
+    assert response.content == base64.b64decode(as_json["denoised_png"])
+    assert float(response.headers["x-reconstruction-mse"]) == pytest.approx(as_json["reconstruction_mse"], rel=1e-5)
+
+
+def test_a_fixed_size_model_answers_at_its_size_and_a_convolutional_one_at_the_uploads(client: AppClient) -> None:
+    image = png_bytes(np.random.default_rng(0).integers(0, 256, (30, 40), dtype=np.uint8))
+    for entry in client.store.models.values():
+        body = denoise(client, image, model=entry.name)
+        expected = tuple(entry.card.input_size or (30, 40))
+        assert (body["height"], body["width"]) == expected
+        assert decode_png(base64.b64decode(body["denoised_png"])).shape == expected
+
+
+def _denoising_models() -> list[str]:
+    return [name for name in shipped_models() if load_checkpoint(CHECKPOINT_DIR / f"{name}.json")[1].noise != "none"]
+
+
+@pytest.mark.parametrize("model", _denoising_models())
+def test_server_side_noise_is_denoised_to_a_higher_psnr(client: AppClient, model: str) -> None:
+    from training.data import load_split
+
+    card = client.store.models[model].card
+    images, _ = load_split(card.dataset, "test", FIXTURE_ROOT, download=False)
+    files = [("file", (f"{i}.png", png_bytes(image.numpy()), "image/png")) for i, image in enumerate(images[:12])]
+    fields = {"model": model, "noise": card.noise, "level": str(card.noise_level), "seed": "0"}
+    response = client.post("/denoise/batch", files=files, data=fields)
+    assert response.status_code == 200
+    results = [item["result"] for item in response.json()["results"]]
+    noisy = np.mean([r["noisy_psnr_db"] for r in results])
+    denoised = np.mean([r["denoised_psnr_db"] for r in results])
+    assert denoised > noisy + 1.0, f"{model}: {noisy:.2f} dB noisy → {denoised:.2f} dB denoised"
+
+
+def test_the_default_model_answers_when_none_is_named(client: AppClient, digit: bytes) -> None:
+    body = denoise(client, digit, noise="gaussian", seed=1)
+    assert body["model"] == client.store.default_name
+    assert body["denoised_psnr_db"] > body["noisy_psnr_db"]
+
+
+def test_batch_answers_in_upload_order_with_per_item_errors(client: AppClient, digits: list[bytes]) -> None:
+    files = [
+        ("file", ("a.png", digits[1], "image/png")),
+        ("file", ("broken.png", b"not an image", "image/png")),
+        ("file", ("c.png", digits[2], "image/png")),
+    ]
+    response = client.post(
+        "/denoise/batch", files=files, data={"model": FIXED_SIZE_MODEL, "noise": "masking", "seed": "5"}
+    )
+    assert response.status_code == 200
+    results = response.json()["results"]
+    assert [(r["filename"], r["status_code"]) for r in results] == [("a.png", 200), ("broken.png", 400), ("c.png", 200)]
+    assert "not an image" in results[1]["detail"] and "result" not in results[1]
+    assert [r["result"]["noise"]["seed"] for r in (results[0], results[2])] == [5, 7]  # item i: seed + i
+    single = denoise(client, digits[2], model=FIXED_SIZE_MODEL, noise="masking", seed=7)
+    assert single["denoised_png"] == results[2]["result"]["denoised_png"]  # the same work, batched or not
+
+
+def test_metrics_report_requests_batches_queue_and_inference(client: AppClient, digit: bytes) -> None:
+    denoise(client, digit, model=FIXED_SIZE_MODEL)
+    assert client.post("/denoise", files=upload(digit), data={"level": "2"}).status_code == 422
+    text = client.get("/metrics").text
+    for needle in (
+        'dae_http_requests_total{method="POST",route="/denoise",status="200"}',
+        'dae_http_requests_total{method="POST",route="/denoise",status="422"}',
+        'dae_http_request_duration_seconds_bucket{le="0.005",route="/denoise"}',
+        f'dae_batch_size_count{{model="{FIXED_SIZE_MODEL}"}}',
+        f'dae_queue_depth{{model="{FIXED_SIZE_MODEL}"}}',
+        f'dae_inference_seconds_count{{model="{FIXED_SIZE_MODEL}"}}',
+        f'dae_queue_wait_seconds_count{{model="{FIXED_SIZE_MODEL}"}}',
+    ):
+        assert needle in text, needle
+
+
+def test_openapi_documents_every_field_with_an_example(client: AppClient) -> None:
+    spec = client.get("/openapi.json").json()
+    routes = {"/corrupt", "/denoise", "/denoise/batch", "/models", "/healthz", "/readyz", "/metrics"}
+    assert routes <= set(spec["paths"])
+    schemas = dict(spec["components"]["schemas"])
+    assert {"DenoiseResponse", "BatchResponse", "ModelsResponse", "ErrorResponse"} <= set(schemas)
+    for path in ("/corrupt", "/denoise", "/denoise/batch"):
+        body = spec["paths"][path]["post"]["requestBody"]["content"]["multipart/form-data"]["schema"]
+        assert "file" in body["required"]
+        schemas[f"{path} form"] = body
+    for name, schema in schemas.items():
+        for field, prop in schema["properties"].items():
+            alternatives = [prop, prop.get("items", {}), *prop.get("anyOf", [])]
+            nested = any("$ref" in alt or "$ref" in alt.get("items", {}) for alt in alternatives)
+            upload = "contentMediaType" in prop or "contentMediaType" in prop.get("items", {})
+            assert nested or upload or "examples" in prop, f"{name}.{field} has no example"
+    denoise_op = spec["paths"]["/denoise"]["post"]
+    assert {"400", "404", "413", "422", "503", "504"} <= set(denoise_op["responses"])
+    assert "image/png" in denoise_op["responses"]["200"]["content"]
+
+
+def test_docs_and_demo_page_are_served_from_the_apps_own_files(client: AppClient) -> None:
+    docs = client.get("/docs").text
+    assert "/static-offline-docs/swagger-ui-bundle.js" in docs
+    assert "cdn" not in docs.lower()
+    assert client.get("/static-offline-docs/swagger-ui-bundle.js").status_code == 200
+    page = client.get("/")
+    assert page.status_code == 200 and "text/html" in page.headers["content-type"]
+    assert "https://" not in page.text and "http://" not in page.text
+    for asset in ("/static/app.js", "/static/style.css", "/static/samples/digit-7.png"):
+        assert client.get(asset).status_code == 200, asset
+
+
+@pytest.mark.cuda
+def test_on_cuda_the_models_run_on_the_gpu_and_the_noise_stays_the_same(
+    client: AppClient, make_client: Any, digit: bytes
+) -> None:
+    gpu = make_client(device="cuda")
+    assert next(gpu.store.models[FIXED_SIZE_MODEL].model.parameters()).is_cuda
+    body = denoise(gpu, digit, model=FIXED_SIZE_MODEL, noise="gaussian", seed=0)
+    assert body["denoised_psnr_db"] > body["noisy_psnr_db"]
+    on_cpu = denoise(client, digit, model=FIXED_SIZE_MODEL, noise="gaussian", seed=0)
+    assert body["noisy_png"] == on_cpu["noisy_png"]  # the noise is drawn on the CPU wherever the model runs
+    assert body["denoised_mse"] == pytest.approx(on_cpu["denoised_mse"], abs=1e-4)

@@ -1,0 +1,197 @@
+"""The service on real sockets: requests from concurrent clients share batches, a full queue answers 503,
+a late answer 504, several worker processes report one set of metrics, and a bad checkpoint stops
+``dae-serve`` before it serves."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import torch
+
+from tests.conftest import CHECKPOINT_DIR
+from tests.service.conftest import LiveServer
+
+MODEL = "mlp-gaussian"
+WAIT_S = 20.0
+
+
+class Gate(torch.nn.Module):
+    """Wraps the real model: the first forward waits until ``ready(its batch size)`` holds; later ones pass."""
+
+    def __init__(self, model: torch.nn.Module, ready: Callable[[int], bool]) -> None:
+        super().__init__()
+        self.model = model
+        self.ready = ready
+        self.opened = False
+        self.entered = threading.Event()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.entered.set()
+        deadline = time.monotonic() + WAIT_S
+        while not self.opened and not self.ready(x.shape[0]) and time.monotonic() < deadline:
+            time.sleep(0.002)
+        self.opened = True
+        out: torch.Tensor = self.model(x)
+        return out
+
+
+def gate_model(server: LiveServer, ready: Callable[[int], bool]) -> Gate:
+    runner = server.store.models[MODEL].runner
+    gate = Gate(runner.model, ready)
+    runner.model = gate
+    return gate
+
+
+def wait_until(condition: Callable[[], bool], what: str) -> None:
+    deadline = time.monotonic() + WAIT_S
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.005)
+
+
+def post_digit(url: str, digit: bytes) -> httpx.Response:
+    return httpx.post(
+        url + "/denoise",
+        files={"file": ("d.png", digit, "image/png")},
+        data={"model": MODEL},
+        headers={"Accept": "image/png"},
+        timeout=WAIT_S + 10,
+    )
+
+
+def metric(text: str, name: str, **labels: str) -> float:
+    wanted = ",".join(f'{k}="{v}"' for k, v in sorted(labels.items()))
+    match = re.search(rf"^{re.escape(name)}\{{{re.escape(wanted)}\}} (\S+)$", text, re.MULTILINE)
+    assert match, f"{name}{{{wanted}}} not in /metrics"
+    return float(match.group(1))
+
+
+def test_concurrent_clients_share_a_batch(make_server: Any, digits: list[bytes]) -> None:
+    clients = 8
+    server = make_server(max_batch_size=16, max_batch_delay_ms=20)
+    batcher = server.store.models[MODEL].batcher
+    before = httpx.get(server.url + "/metrics").text
+    # The first forward holds until every request has arrived, as happens under load when it takes a while.
+    gate_model(server, lambda in_forward: in_forward + batcher.queue_size >= clients)
+    with ThreadPoolExecutor(clients) as pool:
+        responses = list(pool.map(lambda d: post_digit(server.url, d), digits[:clients]))
+    assert [r.status_code for r in responses] == [200] * clients
+    after = httpx.get(server.url + "/metrics").text
+    forwards = metric(after, "dae_batch_size_count", model=MODEL) - metric(before, "dae_batch_size_count", model=MODEL)
+    images = metric(after, "dae_batch_size_sum", model=MODEL) - metric(before, "dae_batch_size_sum", model=MODEL)
+    assert images == clients
+    assert forwards < clients, "every request ran alone"
+    single = metric(after, "dae_batch_size_bucket", le="1.0", model=MODEL)
+    assert single - metric(before, "dae_batch_size_bucket", le="1.0", model=MODEL) < forwards  # a batch > 1
+
+
+def test_a_full_queue_answers_503_with_retry_after_then_recovers(make_server: Any, digit: bytes) -> None:
+    server = make_server(max_batch_size=1, max_queue_size=2)
+    release = threading.Event()
+    batcher = server.store.models[MODEL].batcher
+    gate = gate_model(server, lambda _: release.is_set())
+    with ThreadPoolExecutor(3) as pool:
+        held: list[Future[httpx.Response]] = [pool.submit(post_digit, server.url, digit)]
+        assert gate.entered.wait(WAIT_S)  # the first is in the forward...
+        held += [pool.submit(post_digit, server.url, digit) for _ in range(2)]
+        wait_until(lambda: batcher.queue_size == 2, "two queued requests")  # ...two more fill the queue
+        refused = post_digit(server.url, digit)
+        release.set()
+        answered = [future.result() for future in held]
+    assert refused.status_code == 503
+    assert refused.headers["retry-after"] == "1"
+    assert "DAE_MAX_QUEUE_SIZE" in refused.json()["detail"]
+    assert [r.status_code for r in answered] == [200, 200, 200]
+    assert post_digit(server.url, digit).status_code == 200
+
+
+def test_a_request_past_its_deadline_answers_504_and_the_next_is_served(make_server: Any, digit: bytes) -> None:
+    server = make_server(request_timeout_s=0.3)
+    release = threading.Event()
+    gate_model(server, lambda _: release.is_set())
+    late = post_digit(server.url, digit)
+    release.set()
+    assert late.status_code == 504
+    assert "deadline" in late.json()["detail"]
+    assert post_digit(server.url, digit).status_code == 200
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+def serve_command(*args: str) -> list[str]:
+    return [sys.executable, "-m", "service", "--host", "127.0.0.1", *args]
+
+
+def clean_env(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("DAE_", "PROMETHEUS_"))}
+    return {**env, "DAE_TORCH_THREADS": "1", **extra}
+
+
+@pytest.mark.slow
+def test_workers_share_the_port_and_metrics_cover_all_of_them(digit: bytes, tmp_path: Path) -> None:
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    log = (tmp_path / "serve.log").open("w+")
+    process = subprocess.Popen(
+        serve_command("--port", str(port), "--workers", "2", "--checkpoint-dir", str(CHECKPOINT_DIR)),
+        env=clean_env(DAE_MAX_BATCH_SIZE="4"),
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        deadline = time.monotonic() + 120
+        pids: set[str] = set()
+        while len(pids) < 2:  # both workers up (each reports itself once its app has started)
+            assert process.poll() is None, Path(log.name).read_text()
+            assert time.monotonic() < deadline, "two workers did not come up"
+            try:
+                text = httpx.get(url + "/metrics", timeout=5).text
+                pids = set(re.findall(r'^dae_worker_up\{pid="(\d+)"\} 1\.0$', text, re.MULTILINE))
+            except httpx.TransportError:
+                pass
+            time.sleep(0.2)
+        wait_until(lambda: httpx.get(url + "/readyz", timeout=5).status_code == 200, "readiness")
+        for _ in range(10):  # a new connection each: the kernel spreads them over the workers
+            assert post_digit(url, digit).status_code == 200
+        text = httpx.get(url + "/metrics", timeout=5).text
+        assert metric(text, "dae_http_requests_total", method="POST", route="/denoise", status="200") == 10
+        assert metric(text, "dae_batch_size_sum", model=MODEL) == 10
+    finally:
+        process.send_signal(signal.SIGINT)
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+        log.close()
+
+
+def test_dae_serve_refuses_a_damaged_checkpoint_naming_the_file(checkpoint_copy: Path) -> None:
+    weights = sorted(checkpoint_copy.glob("*.safetensors"))[0]
+    weights.write_bytes(weights.read_bytes()[:-100])
+    result = subprocess.run(
+        serve_command("--checkpoint-dir", str(checkpoint_copy), "--port", str(free_port())),
+        env=clean_env(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 2
+    assert str(weights) in result.stderr and "sha256" in result.stderr
