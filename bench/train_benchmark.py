@@ -44,7 +44,9 @@ def torchvision_layout(data_root: Path, into: Path) -> Path:
 def run_process(cmd: list[str]) -> float:
     print("$", " ".join(cmd), flush=True)
     start = time.perf_counter()
-    subprocess.run(cmd, cwd=REPO, check=True, stdout=subprocess.DEVNULL)
+    result = subprocess.run(cmd, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    if result.returncode != 0:
+        raise SystemExit(f"{cmd[0]} failed:\n{result.stderr[-3000:]}")
     return time.perf_counter() - start
 
 
