@@ -79,7 +79,8 @@ def main():
 
     save_checkpoint(
         model, args.out, architecture="mlp", dataset="mnist", noise="gaussian", noise_level=noise_factor,
-        input_size=[28, 28], epochs=args.epochs, seed=0, training={"command": "bench/reference_loop.py", "loop_seconds": train_s},
+        input_size=[28, 28], epochs=args.epochs, seed=0,
+        training={"command": "bench/reference_loop.py", "loop_seconds": train_s},
     )  # fmt: skip
 
 

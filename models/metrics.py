@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import torch
-from torchmetrics.functional.image import structural_similarity_index_measure
 
 # A perfect reconstruction has infinite PSNR; report it as this instead so that means stay finite.
 MAX_PSNR_DB = 100.0
@@ -22,6 +21,10 @@ def psnr_per_image(output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
 
 def ssim_per_image(output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """SSIM of each image (Gaussian window 11, σ 1.5, data range 1), shape (N,)."""
+    # Imported here: torchmetrics pulls in torchvision and torch._dynamo, seconds of start-up that the
+    # service, which never computes SSIM per request, should not pay in every worker.
+    from torchmetrics.functional.image import structural_similarity_index_measure
+
     ssim = structural_similarity_index_measure(output.float(), target.float(), data_range=1.0, reduction="none")
     assert isinstance(ssim, torch.Tensor)
     return ssim

@@ -1,0 +1,326 @@
+"""Serving throughput and latency under loopback load, driven by ``wrk`` (not a Python client).
+
+Each server variant runs as its own process on 127.0.0.1; ``wrk`` (one thread, ``bench/serve_post.lua``)
+posts a 28×28 PNG digit to ``/denoise`` with ``Accept: image/png`` for a bounded time at each number of
+connections, and the figures are requests/s, p50 and p99 latency, and (for the service) the mean
+number of images per forward pass read from ``/metrics``. The variants, per model:
+
+- ``service``: ``dae-serve`` as shipped (dynamic batching, ``DAE_MAX_BATCH_SIZE`` 32);
+- ``service, batch 1``: the same with ``DAE_MAX_BATCH_SIZE=1`` (batching off);
+- ``naive``: ``bench/serve_naive.py``, the model run per request inside the endpoint;
+
+and once, ``floor``: ``bench/serve_floor.py``, decode and encode with no model (what HTTP allows here).
+
+    python -m bench.serve_benchmark                     # the full run, written to docs/benchmarks.md
+    python -m bench.serve_benchmark --duration 2 --models mlp-gaussian --no-write    # a quick look
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+
+from bench.common import device_description, write_section
+
+REPO = Path(__file__).resolve().parents[1]
+LUA_SCRIPT = REPO / "bench" / "serve_post.lua"
+DEFAULT_IMAGE = REPO / "service" / "static" / "samples" / "digit-7.png"  # an MNIST test digit, 28×28
+CONNECTIONS = (1, 8, 32, 64)
+MODELS = ("mlp-gaussian", "conv-blind")
+START_TIMEOUT_S = 300.0
+_UNITS_MS = {"us": 1e-3, "ms": 1.0, "s": 1e3, "m": 6e4}
+
+
+@dataclass(frozen=True)
+class Variant:
+    server: str  # service, naive or floor
+    model: str | None
+    batch_size: int | None = None  # the service's DAE_MAX_BATCH_SIZE
+
+    @property
+    def label(self) -> str:
+        if self.server == "service":
+            return "service" if self.batch_size is None else f"service, batch {self.batch_size}"
+        return self.server
+
+
+@dataclass(frozen=True)
+class Point:
+    variant: Variant
+    connections: int
+    requests_per_s: float
+    p50_ms: float
+    p99_ms: float
+    mean_batch: float | None
+    errors: int
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+def server_command(variant: Variant, port: int) -> tuple[list[str], dict[str, str]]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("DAE_", "PROMETHEUS_"))}
+    env["PYTHONPATH"] = str(REPO)
+    if variant.server == "service":
+        env["DAE_DEFAULT_MODEL"] = variant.model or ""
+        if variant.batch_size is not None:
+            env["DAE_MAX_BATCH_SIZE"] = str(variant.batch_size)
+        return [
+            sys.executable,
+            "-m",
+            "service",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--log-level",
+            "warning",
+        ], env
+    env["SERVE_NAIVE_MODEL"] = variant.model or ""
+    app = "bench.serve_floor:app" if variant.server == "floor" else "bench.serve_naive:app"
+    return [
+        sys.executable,
+        "-m",
+        "uvicorn",
+        app,
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--log-level",
+        "warning",
+        "--no-access-log",
+    ], env
+
+
+@contextmanager
+def running(variant: Variant, log_dir: Path) -> Iterator[str]:
+    """Start the variant's server, wait until it answers, yield its URL, stop it (its whole group)."""
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    command, env = server_command(variant, port)
+    log_path = log_dir / f"{variant.label.replace(', ', '-').replace(' ', '-')}-{variant.model}.log"
+    with log_path.open("wb") as log:
+        process = subprocess.Popen(
+            command, env=env, cwd=REPO, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        )
+    probe = "/readyz" if variant.server == "service" else "/healthz"
+    deadline = time.monotonic() + START_TIMEOUT_S
+    try:
+        while True:
+            if process.poll() is not None:
+                raise RuntimeError(f"{variant.label} exited during start-up:\n{log_path.read_text()[-3000:]}")
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{variant.label} not ready after {START_TIMEOUT_S:g} s")
+            try:
+                if httpx.get(url + probe, timeout=2).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            time.sleep(0.2)
+        yield url
+    finally:
+        os.killpg(process.pid, signal.SIGINT)
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+
+
+def run_wrk(url: str, connections: int, duration_s: float, image: Path, model: str | None) -> str:
+    env = {**os.environ, "SERVE_BENCH_IMAGE": str(image), "SERVE_BENCH_MODEL": model or ""}
+    command = [
+        "wrk",
+        "-t1",
+        f"-c{connections}",
+        f"-d{duration_s:g}s",
+        "--timeout",
+        "10s",
+        "--latency",
+        "-s",
+        str(LUA_SCRIPT),
+        url + "/denoise",
+    ]
+    result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=duration_s + 60, check=True)
+    return result.stdout
+
+
+def milliseconds(text: str) -> float:
+    match = re.fullmatch(r"([\d.]+)(us|ms|s|m)", text.strip())
+    if not match:
+        raise ValueError(f"unexpected wrk latency {text!r}")
+    return float(match.group(1)) * _UNITS_MS[match.group(2)]
+
+
+def parse_wrk(output: str) -> tuple[float, float, float, int]:
+    """(requests/s, p50 ms, p99 ms, non-2xx responses plus socket errors) from ``wrk --latency``."""
+    rate = float(re.search(r"Requests/sec:\s+([\d.]+)", output).group(1))  # type: ignore[union-attr]
+    p50 = milliseconds(re.search(r"^\s+50%\s+(\S+)", output, re.M).group(1))  # type: ignore[union-attr]
+    p99 = milliseconds(re.search(r"^\s+99%\s+(\S+)", output, re.M).group(1))  # type: ignore[union-attr]
+    errors = 0
+    if non_2xx := re.search(r"Non-2xx or 3xx responses:\s+(\d+)", output):
+        errors += int(non_2xx.group(1))
+    if socket_errors := re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", output):
+        errors += sum(int(n) for n in socket_errors.groups())
+    return rate, p50, p99, errors
+
+
+def batch_totals(url: str, model: str) -> tuple[float, float]:
+    """(images, forward passes) so far for ``model``, from the service's batch-size histogram."""
+    text = httpx.get(url + "/metrics", timeout=10).text
+
+    def value(name: str) -> float:
+        match = re.search(rf'^{name}\{{model="{re.escape(model)}"\}} (\S+)$', text, re.M)
+        return float(match.group(1)) if match else 0.0
+
+    return value("dae_batch_size_sum"), value("dae_batch_size_count")
+
+
+def measure(
+    variant: Variant, connections: tuple[int, ...], duration_s: float, image: Path, log_dir: Path
+) -> list[Point]:
+    points = []
+    with running(variant, log_dir) as url:
+        run_wrk(url, 8, min(2.0, duration_s), image, variant.model)  # warm the caches and the allocator
+        for n in connections:
+            before = batch_totals(url, variant.model) if variant.server == "service" and variant.model else None
+            rate, p50, p99, errors = parse_wrk(run_wrk(url, n, duration_s, image, variant.model))
+            mean_batch = None
+            if before is not None and variant.model:
+                after = batch_totals(url, variant.model)
+                forwards = after[1] - before[1]
+                mean_batch = (after[0] - before[0]) / forwards if forwards else None
+            point = Point(variant, n, rate, p50, p99, mean_batch, errors)
+            print(format_row(point), flush=True)
+            points.append(point)
+    return points
+
+
+def format_row(point: Point) -> str:
+    batch = "" if point.mean_batch is None else f"{point.mean_batch:.1f}"
+    return (
+        f"| {point.variant.label} | {point.variant.model or '-'} | {point.connections} | "
+        f"{point.requests_per_s:,.0f} | {point.p50_ms:.2f} | {point.p99_ms:.2f} | {batch} | {point.errors} |"
+    )
+
+
+TABLE_HEAD = (
+    "| server | model | connections | requests/s | p50 ms | p99 ms | mean batch | errors |\n"
+    "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |"
+)
+
+
+def find(
+    points: list[Point], server: str, model: str | None, connections: int, batch: int | None = None
+) -> Point | None:
+    for point in points:
+        v = point.variant
+        if (v.server, v.model, v.batch_size, point.connections) == (server, model, batch, connections):
+            return point
+    return None
+
+
+def comparisons(points: list[Point]) -> list[str]:
+    """The figures the serving issue sets targets for, where this run measured them."""
+    lines = []
+    floor = find(points, "floor", None, 32)
+    for model in dict.fromkeys(p.variant.model for p in points if p.variant.server == "service"):
+        batched = find(points, "service", model, 32)
+        if batched is None:
+            continue
+        parts = [f"mean batch {batched.mean_batch:.1f}" if batched.mean_batch else "mean batch n/a"]
+        for name, other in (
+            ("batch 1", find(points, "service", model, 32, 1)),
+            ("naive", find(points, "naive", model, 32)),
+            ("floor", floor),
+        ):
+            if other is not None and other.requests_per_s:
+                parts.append(f"{batched.requests_per_s / other.requests_per_s:.2f}× {name}")
+        parts.append(f"p99/p50 {batched.p99_ms / batched.p50_ms:.1f}")
+        if (single := find(points, "service", model, 1)) is not None:
+            parts.append(f"p99 at 1 connection {single.p99_ms:.2f} ms")
+        lines.append(f"- `{model}`, 32 connections: " + ", ".join(parts))
+    return lines
+
+
+def wrk_version() -> str:
+    result = subprocess.run(["wrk", "--version"], capture_output=True, text=True)
+    return (result.stdout or result.stderr).splitlines()[0].strip()
+
+
+def report(points: list[Point], args: argparse.Namespace, command: str) -> str:
+    rows = "\n".join(format_row(point) for point in points)
+    return f"""Loopback load from `wrk` (one thread, `bench/serve_post.lua`) posting a 28×28 PNG digit to
+`/denoise` with `Accept: image/png`, {args.duration:g} s per point, on the same machine as the server.
+`service` is `dae-serve` as shipped (dynamic batching, up to 32 images per forward pass); `service,
+batch 1` the same with `DAE_MAX_BATCH_SIZE=1`; `naive` the model run per request inside the endpoint
+(`bench/serve_naive.py`); `floor` decode and encode with no model (`bench/serve_floor.py`). Mean batch
+is images per forward pass, from the service's `/metrics`.
+
+- Command: `{command}`
+- Device: {device_description("auto")}, {os.cpu_count()} cores; {wrk_version()}
+- Measured: {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC
+
+{TABLE_HEAD}
+{rows}
+
+{chr(10).join(comparisons(points))}
+"""
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
+    parser.add_argument("--duration", type=float, default=10.0, help="seconds of load per point (default 10)")
+    parser.add_argument("--connections", type=int, nargs="+", default=list(CONNECTIONS))
+    parser.add_argument("--models", nargs="+", default=list(MODELS))
+    parser.add_argument("--image", type=Path, default=DEFAULT_IMAGE, help="the PNG to post")
+    parser.add_argument("--no-write", action="store_true", help="print only; leave docs/benchmarks.md alone")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    if shutil.which("wrk") is None:
+        print("serve_benchmark: wrk is missing (apt-get install -y wrk)", file=sys.stderr)
+        return 2
+    variants = [Variant("floor", None)]
+    for model in args.models:
+        variants += [Variant("service", model), Variant("service", model, 1), Variant("naive", model)]
+    connections = tuple(args.connections)
+    print(f"device: {device_description('auto')}, {os.cpu_count()} cores\n{TABLE_HEAD}", flush=True)
+    points: list[Point] = []
+    with tempfile.TemporaryDirectory(prefix="serve-bench-") as log_dir:
+        for variant in variants:
+            points += measure(variant, connections, args.duration, args.image, Path(log_dir))
+    print("\n".join(comparisons(points)))
+    if not args.no_write:
+        command = "python -m bench.serve_benchmark" + (
+            "" if argv is None and len(sys.argv) == 1 else " " + " ".join(argv if argv is not None else sys.argv[1:])
+        )
+        write_section("Serving", report(points, args, command))
+        print("written to docs/benchmarks.md (## Serving)")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,247 @@
+"""The dynamic batcher: many concurrent requests for one model become few forward passes.
+
+One ``DynamicBatcher`` per model owns a bounded asyncio queue and a worker task. Whenever an inference
+thread is free (``max_in_flight`` of them), the worker takes what is waiting (up to ``max_batch_size``),
+waits at most ``max_batch_delay`` for requests already on their way, groups the inputs by shape and runs
+one forward per group in that thread, so the event loop stays free to read and answer other requests
+while the model computes. Each request has a deadline (504 after it) and a full queue refuses at once
+(503 with Retry-After).
+
+Why wait only for requests "on their way" (``Arrivals``): a fixed delay costs every request under light
+load that delay for nothing (with one client there is never anyone to wait for), while under load the
+requests whose bodies are being read right now are exactly the ones worth waiting a moment for.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from concurrent.futures import Executor
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from service import metrics
+from service.errors import DeadlineExceeded, ServiceError, Unavailable
+from service.inference import Outcome, Prediction
+
+log = logging.getLogger(__name__)
+
+RunBatch = Callable[[list[np.ndarray]], list[Outcome]]
+
+
+class Arrivals:
+    """How many requests bound for a batcher have arrived but not yet been queued (process-wide).
+
+    The HTTP layer calls ``announce`` when a batching request starts and the token's ``done`` when it is
+    queued or answered; the batcher only reads ``pending``.
+    """
+
+    def __init__(self) -> None:
+        self.pending = 0
+
+    def announce(self) -> ArrivalToken:
+        self.pending += 1
+        return ArrivalToken(self)
+
+
+class ArrivalToken:
+    """One announced request; ``done`` is idempotent so both the route and the middleware may call it."""
+
+    __slots__ = ("_arrivals",)
+
+    def __init__(self, arrivals: Arrivals | None) -> None:
+        self._arrivals = arrivals
+
+    def done(self) -> None:
+        if self._arrivals is not None:
+            self._arrivals.pending -= 1
+            self._arrivals = None
+
+
+@dataclass(eq=False)
+class _Pending:
+    array: np.ndarray
+    future: asyncio.Future[Prediction]
+    enqueued: float = field(default_factory=time.perf_counter)
+
+
+def _expire(future: asyncio.Future[Prediction], timeout_s: float) -> None:
+    if not future.done():
+        future.set_exception(
+            DeadlineExceeded(
+                f"no answer within the {timeout_s:g} s deadline (DAE_REQUEST_TIMEOUT_S): the service "
+                "is overloaded or the image is too large; retry later or send a smaller image"
+            )
+        )
+
+
+def _wake(waiter: asyncio.Future[None]) -> None:
+    if not waiter.done():
+        waiter.set_result(None)
+
+
+class DynamicBatcher:
+    """Queue + worker for one model; ``start`` inside the event loop, ``stop`` on shutdown."""
+
+    def __init__(
+        self,
+        name: str,
+        run_batch: RunBatch,
+        executor: Executor,
+        *,
+        max_batch_size: int,
+        max_batch_delay_s: float,
+        max_queue_size: int,
+        timeout_s: float,
+        arrivals: Arrivals | None = None,
+        max_in_flight: int = 1,
+    ) -> None:
+        self.name = name
+        self._run_batch = run_batch
+        self._executor = executor
+        self.max_batch_size = max_batch_size
+        self.max_batch_delay_s = max_batch_delay_s
+        self.timeout_s = timeout_s
+        self._arrivals = arrivals or Arrivals()
+        self._queue: asyncio.Queue[_Pending] = asyncio.Queue(maxsize=max_queue_size)
+        self._task: asyncio.Task[None] | None = None
+        # Batches computing at once: one per inference thread, so a batch is formed only when a thread is
+        # free to take it, and what arrives meanwhile waits in the queue to join the next.
+        self._slots = asyncio.Semaphore(max_in_flight)
+        self._in_flight: set[asyncio.Task[None]] = set()
+        self._waiter: asyncio.Future[None] | None = None  # set while the worker waits for arrivals
+        self._wanted = 0  # how many more requests would fill the batch the worker is gathering
+        self._metrics = metrics.BatcherMetrics(name)
+
+    @property
+    def queue_size(self) -> int:
+        return self._queue.qsize()
+
+    def start(self) -> None:
+        if self._task is None:
+            self._task = asyncio.get_running_loop().create_task(self._work(), name=f"batcher-{self.name}")
+
+    async def stop(self) -> None:
+        """Stop the worker; batches computing and requests still queued are answered 503."""
+        tasks = [task for task in (self._task, *self._in_flight) if task is not None]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        self._task = None
+        while not self._queue.empty():
+            pending = self._queue.get_nowait()
+            if not pending.future.done():
+                pending.future.set_exception(Unavailable("the service is shutting down; retry on another instance"))
+        self._metrics.queue_depth.set(0)
+
+    def enqueue(self, array: np.ndarray, arrival: ArrivalToken | None = None) -> asyncio.Future[Prediction]:
+        """Queue one H×W image; the future resolves to its ``Prediction`` or a ``ServiceError``.
+
+        Synchronous, so a caller can queue several images before the worker looks (they then share a
+        batch); raises ``Unavailable`` (503) at once when the queue is full.
+        """
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[Prediction] = loop.create_future()
+        if arrival is not None:
+            arrival.done()
+        try:
+            self._queue.put_nowait(_Pending(array, future))
+        except asyncio.QueueFull:
+            self._metrics.rejected_full.inc()
+            raise Unavailable(
+                f"model {self.name!r} has {self._queue.maxsize} requests waiting (DAE_MAX_QUEUE_SIZE); retry shortly"
+            ) from None
+        timer = loop.call_later(self.timeout_s, _expire, future, self.timeout_s)
+        future.add_done_callback(lambda _: timer.cancel())
+        queued = self._queue.qsize()
+        self._metrics.queue_depth.set(queued)
+        if self._waiter is not None and (queued >= self._wanted or self._arrivals.pending <= 0):
+            _wake(self._waiter)
+        return future
+
+    async def predict(self, array: np.ndarray, arrival: ArrivalToken | None = None) -> Prediction:
+        """Queue one image and wait for its prediction."""
+        return await self.enqueue(array, arrival)
+
+    async def _work(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            await self._slots.acquire()
+            try:
+                batch = await self._gather()
+            except BaseException:
+                self._slots.release()
+                raise
+            live = [pending for pending in batch if not pending.future.done()]  # drop the expired
+            self._metrics.queue_depth.set(self._queue.qsize())
+            task = loop.create_task(self._run(live))
+            self._in_flight.add(task)
+            task.add_done_callback(self._in_flight.discard)
+
+    async def _run(self, batch: list[_Pending]) -> None:
+        try:
+            await self._dispatch(batch)
+        except asyncio.CancelledError:
+            self._settle(batch, [Unavailable("the service is shutting down; retry shortly")] * len(batch))
+            raise
+        except Exception as exc:  # keep serving whatever went wrong with this one batch
+            log.exception("batcher %s: a batch of %d failed", self.name, len(batch))
+            self._settle(batch, [ServiceError(f"internal error while batching: {exc}")] * len(batch))
+        finally:
+            self._slots.release()
+
+    async def _gather(self) -> list[_Pending]:
+        batch = [await self._queue.get()]
+        self._take_waiting(batch)
+        if len(batch) >= self.max_batch_size or self.max_batch_delay_s <= 0 or self._arrivals.pending <= 0:
+            return batch
+        # Requests are on their way: sleep until enough are queued to fill the batch, the last of them
+        # is queued, or the delay is up; ``enqueue`` wakes us, once, rather than once per request.
+        loop = asyncio.get_running_loop()
+        self._wanted = self.max_batch_size - len(batch)
+        self._waiter = loop.create_future()
+        timer = loop.call_later(self.max_batch_delay_s, _wake, self._waiter)
+        try:
+            await self._waiter
+        finally:
+            timer.cancel()
+            self._waiter = None
+        self._take_waiting(batch)
+        return batch
+
+    def _take_waiting(self, batch: list[_Pending]) -> None:
+        while len(batch) < self.max_batch_size and not self._queue.empty():
+            batch.append(self._queue.get_nowait())
+
+    async def _dispatch(self, batch: list[_Pending]) -> None:
+        if not batch:
+            return
+        groups: dict[tuple[int, ...], list[_Pending]] = {}
+        for pending in batch:
+            groups.setdefault(pending.array.shape, []).append(pending)
+        started = time.perf_counter()
+        for pending in batch:
+            self._metrics.queue_wait.observe(started - pending.enqueued)
+        loop = asyncio.get_running_loop()
+        outcomes = await loop.run_in_executor(self._executor, self._run_groups, list(groups.values()))
+        self._metrics.inference_seconds.observe(time.perf_counter() - started)
+        for group, group_outcomes in zip(groups.values(), outcomes, strict=True):
+            self._metrics.batch_size.observe(len(group))  # images per forward pass
+            self._settle(group, group_outcomes)
+
+    def _run_groups(self, groups: list[list[_Pending]]) -> list[list[Outcome]]:
+        """In the inference thread: one forward per shape."""
+        return [self._run_batch([pending.array for pending in group]) for group in groups]
+
+    @staticmethod
+    def _settle(batch: list[_Pending], outcomes: list[Outcome]) -> None:
+        for pending, outcome in zip(batch, outcomes, strict=True):
+            if pending.future.done():  # expired while it computed
+                continue
+            if isinstance(outcome, Exception):
+                pending.future.set_exception(outcome)
+            else:
+                pending.future.set_result(outcome)

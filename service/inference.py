@@ -1,0 +1,98 @@
+"""One forward pass over a group of same-shaped images, on the model's device, failing only what must fail.
+
+Runs in the inference thread (never on the event loop). On CUDA the batch is staged in pinned host
+memory and copied both ways without blocking, so the copy overlaps the launch of the forward. A forward
+that raises is retried on each half of the group, down to single images: a CUDA out-of-memory error
+then costs smaller batches rather than every request, and an input that makes the model raise fails
+alone while the rest of its batch is answered.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import nn
+
+from service.errors import InferenceFailed, ServiceError, TooLarge
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """The model's output for one image and its reconstruction error (model input vs output)."""
+
+    output: np.ndarray  # H×W float32 in [0, 1]
+    reconstruction_mse: float
+
+
+Outcome = Prediction | ServiceError
+
+
+def is_out_of_memory(exc: BaseException) -> bool:
+    """CUDA's OutOfMemoryError, or the CPU allocator's failure (a RuntimeError saying so)."""
+    if isinstance(exc, torch.OutOfMemoryError | MemoryError):
+        return True
+    return isinstance(exc, RuntimeError) and "can't allocate memory" in str(exc)
+
+
+class InferenceRunner:
+    """Runs ``model`` on stacked inputs; call ``run`` from the inference thread only."""
+
+    def __init__(self, name: str, model: nn.Module, device: torch.device) -> None:
+        self.name = name
+        self.model = model
+        self.device = device
+        self._cuda = device.type == "cuda"
+
+    def run(self, inputs: list[np.ndarray]) -> list[Outcome]:
+        """One outcome per input (all the same H×W), in order; never raises for a model's fault."""
+        try:
+            return self._forward(inputs)
+        except Exception as exc:
+            return self._retry_in_halves(inputs, exc)
+
+    def _forward(self, inputs: list[np.ndarray]) -> list[Outcome]:
+        batch = np.stack(inputs)[:, None]  # N×1×H×W float32
+        with torch.inference_mode():
+            host = torch.from_numpy(batch)
+            if self._cuda:
+                pinned = torch.empty(host.shape, dtype=host.dtype, pin_memory=True)
+                pinned.copy_(host)
+                x = pinned.to(self.device, non_blocking=True)
+            else:
+                x = host
+            y = self.model(x)
+            mse = (y - x).square_().flatten(1).mean(dim=1)
+            if self._cuda:
+                out = torch.empty(y.shape, dtype=y.dtype, pin_memory=True)
+                out.copy_(y, non_blocking=True)
+                mse_host = mse.to("cpu", non_blocking=True)
+                torch.cuda.current_stream(self.device).synchronize()  # the copies above must land first
+            else:
+                out, mse_host = y, mse
+        outputs = out.numpy()[:, 0]
+        errors = mse_host.tolist()
+        return [Prediction(outputs[i], errors[i]) for i in range(len(inputs))]
+
+    def _retry_in_halves(self, inputs: list[np.ndarray], exc: Exception) -> list[Outcome]:
+        oom = is_out_of_memory(exc)
+        if oom and self._cuda:
+            torch.cuda.empty_cache()  # hand back what the failed attempt cached before the smaller tries
+        if len(inputs) == 1:
+            height, width = inputs[0].shape
+            if oom:
+                return [
+                    TooLarge(
+                        f"a {width}×{height} image does not fit in {self.device}'s memory for model "
+                        f"{self.name!r}: send a smaller image"
+                    )
+                ]
+            log.exception("model %s failed on a %dx%d input", self.name, width, height, exc_info=exc)
+            return [InferenceFailed(f"model {self.name!r} failed on this image ({type(exc).__name__}: {exc})")]
+        log.warning("model %s: a batch of %d raised %s; retrying in halves", self.name, len(inputs), type(exc).__name__)
+        middle = len(inputs) // 2
+        return self.run(inputs[:middle]) + self.run(inputs[middle:])

@@ -1,0 +1,165 @@
+"""ASGI middleware: request metrics, the optional API key, the upload byte limit, batching arrivals.
+
+Plain ASGI classes rather than Starlette's ``BaseHTTPMiddleware``, which wraps every request in extra
+tasks and streams: at a thousand small requests a second that overhead shows.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import time
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import Any
+
+from starlette.exceptions import HTTPException
+
+from service import metrics
+from service.batcher import Arrivals
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+ARRIVAL_SCOPE_KEY = "dae.arrival"
+
+
+async def send_json_error(send: Send, status: int, detail: str, headers: dict[str, str] | None = None) -> None:
+    body = json.dumps({"detail": detail}).encode()
+    raw_headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    raw_headers += [(k.lower().encode(), v.encode()) for k, v in (headers or {}).items()]
+    await send({"type": "http.response.start", "status": status, "headers": raw_headers})
+    await send({"type": "http.response.body", "body": body})
+
+
+class RequestMetricsMiddleware:
+    """Counts each request by route template, method and status, and times it."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        status = 500  # what the client gets if the app raises before answering
+
+        async def send_recording(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_recording)
+        finally:
+            # The route's template, not the raw path: one series per route, whatever clients send.
+            route = getattr(scope.get("route"), "path", "unmatched")
+            metrics.REQUESTS.labels(route, scope["method"], str(status)).inc()
+            metrics.REQUEST_SECONDS.labels(route).observe(time.perf_counter() - started)
+
+
+class ApiKeyMiddleware:
+    """401 unless ``Authorization: Bearer <key>`` or ``X-API-Key: <key>`` matches, except on open paths.
+
+    Both sides are hashed before ``hmac.compare_digest`` so that the comparison takes the same time
+    whatever the length or content of the key sent.
+    """
+
+    def __init__(self, app: ASGIApp, api_key: str, open_paths: frozenset[str], open_prefixes: tuple[str, ...]) -> None:
+        self.app = app
+        self._digest = hashlib.sha256(api_key.encode()).digest()
+        self._open_paths = open_paths
+        self._open_prefixes = open_prefixes
+
+    def _given_key(self, scope: Scope) -> bytes | None:
+        for name, value in scope["headers"]:
+            if name == b"x-api-key":
+                return bytes(value)
+            if name == b"authorization" and value[:7].lower() == b"bearer ":
+                return bytes(value[7:]).strip()
+        return None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        path = scope.get("path", "")
+        if scope["type"] != "http" or path in self._open_paths or path.startswith(self._open_prefixes):
+            await self.app(scope, receive, send)
+            return
+        given = self._given_key(scope)
+        if given is not None and hmac.compare_digest(hashlib.sha256(given).digest(), self._digest):
+            await self.app(scope, receive, send)
+            return
+        detail = "this route needs the API key: send 'Authorization: Bearer <key>' or 'X-API-Key: <key>'"
+        if given is not None:
+            detail = "the API key sent is not the right one"
+        await send_json_error(send, 401, detail, {"WWW-Authenticate": "Bearer"})
+
+
+class PayloadTooLarge(HTTPException):
+    """Raised from ``receive`` once a body passes the limit. An ``HTTPException`` because FastAPI's body
+    parser lets those through (any other error while parsing becomes its own 400)."""
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(413, detail)
+
+
+class BodyLimitMiddleware:
+    """413 for a body over ``max_bytes``: at once from Content-Length, else as soon as the count passes it.
+
+    The multipart envelope (boundaries, field headers) is allowed a little on top of the files' bytes.
+    """
+
+    ENVELOPE_BYTES = 64 * 1024
+
+    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+        self._limit = max_bytes + self.ENVELOPE_BYTES
+
+    def _message(self, n_bytes: int | None) -> str:
+        size = "more than" if n_bytes is None else f"{n_bytes} bytes,"
+        return f"the request body is {size} over the limit of {self.max_bytes} bytes (DAE_MAX_UPLOAD_BYTES)"
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        for name, value in scope["headers"]:
+            if name == b"content-length" and value.isdigit() and int(value) > self._limit:
+                await send_json_error(send, 413, self._message(int(value)))
+                return
+        received = 0
+
+        async def receive_counted() -> Message:
+            nonlocal received
+            message = await receive()
+            received += len(message.get("body", b""))
+            if received > self._limit:
+                raise PayloadTooLarge(self._message(None))
+            return message
+
+        await self.app(scope, receive_counted, send)
+
+
+class ArrivalMiddleware:
+    """Announces each batching request to the batchers the moment it arrives (see ``service.batcher``)."""
+
+    def __init__(self, app: ASGIApp, arrivals: Arrivals, paths: frozenset[str]) -> None:
+        self.app = app
+        self.arrivals = arrivals
+        self.paths = paths
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope.get("path") not in self.paths:
+            await self.app(scope, receive, send)
+            return
+        token = self.arrivals.announce()
+        scope[ARRIVAL_SCOPE_KEY] = token
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            token.done()

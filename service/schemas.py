@@ -1,0 +1,161 @@
+"""The request fields and response bodies of the HTTP API, as pydantic models (so /docs shows each field).
+
+Form models forbid unknown fields: a misspelt field name (``image`` for ``file``) is a 422 naming it,
+not a silently ignored option.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from fastapi import UploadFile
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+NoiseName = Literal["gaussian", "salt_pepper", "masking", "mixed", "none"]
+MAX_SEED = 2**32 - 1  # numpy's seed range, and exact in JavaScript
+_PNG_EXAMPLE = (
+    "iVBORw0KGgoAAAANSUhEUgAAAAQAAAAECAAAAACMmsGiAAAAEklEQVR4AWNgAIP//4EUmADSACfsA/3ZR/65AAAAAElFTkSuQmCC"  # 4×4
+)
+_FORM = ConfigDict(extra="forbid")
+
+
+class NoiseOptions(BaseModel):
+    """The corruption fields shared by /corrupt, /denoise and /denoise/batch."""
+
+    model_config = _FORM
+
+    level: float | None = Field(
+        default=None,
+        ge=0.0,
+        le=1.0,
+        allow_inf_nan=False,
+        description="noise strength in [0, 1]: σ for gaussian, a probability for salt_pepper and masking, the "
+        "upper bound for mixed; default per noise (gaussian 0.3, salt_pepper 0.2, masking 0.3, mixed 0.5)",
+        examples=[0.3],
+    )
+    seed: int | None = Field(
+        default=None,
+        ge=0,
+        le=MAX_SEED,
+        description="seed of the noise; the same seed and image give the same noise (random when left out, "
+        "and reported)",
+        examples=[42],
+    )
+
+
+class CorruptForm(NoiseOptions):
+    file: UploadFile = Field(description="the image: PNG, JPEG, BMP, TIFF, WebP or GIF (first frame), any mode")
+    noise: NoiseName = Field(description="which corruption to apply", examples=["gaussian"])
+
+
+class DenoiseOptions(NoiseOptions):
+    model: str | None = Field(
+        default=None, description="a name from GET /models; the service default when left out", examples=["conv-blind"]
+    )
+    noise: NoiseName | None = Field(
+        default=None,
+        description="when given, the upload is taken as clean, corrupted with this noise first, and the errors "
+        "against it are reported",
+        examples=["gaussian"],
+    )
+
+    @model_validator(mode="after")
+    def _noise_options_need_noise(self) -> DenoiseOptions:
+        if self.noise is None and (self.level is not None or self.seed is not None):
+            raise ValueError("level and seed only apply with noise: add noise (e.g. gaussian) or leave them out")
+        return self
+
+
+class DenoiseForm(DenoiseOptions):
+    file: UploadFile = Field(description="the image: PNG, JPEG, BMP, TIFF, WebP or GIF (first frame), any mode")
+
+
+class DenoiseBatchForm(DenoiseOptions):
+    file: list[UploadFile] = Field(description="one or more images, each in its own 'file' field; answered in order")
+
+
+class NoiseInfo(BaseModel):
+    type: NoiseName = Field(examples=["gaussian"])
+    level: float = Field(description="the level applied (the default when none was asked)", examples=[0.3])
+    seed: int = Field(description="the seed used: send it back to get the same noise", examples=[42])
+
+
+class DenoiseResponse(BaseModel):
+    model: str = Field(description="the model that answered", examples=["conv-blind"])
+    width: int = Field(description="width of the returned images (a fixed-size model's input size)", examples=[28])
+    height: int = Field(description="height of the returned images", examples=[28])
+    reconstruction_mse: float = Field(
+        description="MSE between the model's input and its output: the autoencoder's reconstruction error",
+        examples=[0.0123],
+    )
+    denoised_png: str = Field(description="the model's output, an 8-bit grayscale PNG, base64", examples=[_PNG_EXAMPLE])
+    latency_ms: float = Field(description="time spent in the service on this image", examples=[3.2])
+    noise: NoiseInfo | None = Field(default=None, description="with noise: the corruption applied")
+    noisy_png: str | None = Field(
+        default=None, description="with noise: the corrupted input, PNG base64", examples=[_PNG_EXAMPLE]
+    )
+    noisy_mse: float | None = Field(default=None, description="with noise: MSE of noisy vs clean", examples=[0.046])
+    noisy_psnr_db: float | None = Field(
+        default=None, description="with noise: PSNR of noisy vs clean (dB)", examples=[13.4]
+    )
+    denoised_mse: float | None = Field(
+        default=None, description="with noise: MSE of denoised vs clean", examples=[0.011]
+    )
+    denoised_psnr_db: float | None = Field(
+        default=None, description="with noise: PSNR of denoised vs clean (dB)", examples=[19.6]
+    )
+
+
+class BatchItem(BaseModel):
+    filename: str | None = Field(description="the upload's file name", examples=["digit-7.png"])
+    status_code: int = Field(description="200, or the status this image alone would have got", examples=[200])
+    detail: str | None = Field(default=None, description="what went wrong with this image", examples=[None])
+    result: DenoiseResponse | None = Field(default=None, description="the answer, when status_code is 200")
+
+
+class BatchResponse(BaseModel):
+    results: list[BatchItem] = Field(description="one item per uploaded file, in upload order")
+
+
+class ModelInfo(BaseModel):
+    name: str = Field(examples=["conv-blind"])
+    architecture: str = Field(examples=["conv"])
+    parameters: int = Field(description="number of weights", examples=[116753])
+    input_size: list[int] | None = Field(description="[height, width], or null for any size", examples=[None])
+    dataset: str = Field(examples=["mnist"])
+    noise: str = Field(description="the noise it was trained on", examples=["mixed"])
+    noise_level: float = Field(description="the training noise level", examples=[0.5])
+    epochs: int = Field(examples=[14])
+    hyperparameters: dict[str, object] = Field(examples=[{"channels": 16, "depth": 2}])
+    test_metrics: dict[str, dict[str, float]] = Field(
+        description="figures on the test split by noise@level",
+        examples=[{"gaussian@0.3": {"mse": 0.009, "psnr_db": 21.1, "ssim": 0.91, "noisy_psnr_db": 13.3}}],
+    )
+    default: bool = Field(description="whether requests naming no model get this one", examples=[True])
+
+
+class ModelsResponse(BaseModel):
+    default_model: str = Field(examples=["conv-blind"])
+    models: list[ModelInfo]
+
+
+class Health(BaseModel):
+    status: str = Field(examples=["ok"])
+
+
+class Readiness(BaseModel):
+    status: str = Field(examples=["ready"])
+    models: list[str] = Field(description="the models loaded and warmed up", examples=[["conv-blind", "mlp-gaussian"]])
+
+
+class ErrorResponse(BaseModel):
+    detail: str = Field(description="what went wrong and what to change", examples=["no model named 'x'; loaded: ..."])
+
+
+class FieldError(BaseModel):
+    field: str = Field(examples=["level"])
+    message: str = Field(examples=["Input should be less than or equal to 1"])
+
+
+class ValidationErrorResponse(ErrorResponse):
+    errors: list[FieldError] = Field(description="one entry per field at fault")

@@ -1,0 +1,110 @@
+"""The service's settings: one pydantic-settings class, read from ``DAE_`` environment variables.
+
+``dae-serve``'s flags write the same variables, so a value reaches every worker process the same way
+whether it came from a flag or from the environment.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+from typing import Annotated
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+ENV_PREFIX = "DAE_"
+
+
+def _cgroup_cpu_limit() -> float | None:
+    """The CPU quota of this container (cgroup v2, else v1) in cores, or None when unlimited."""
+    try:
+        quota, period = Path("/sys/fs/cgroup/cpu.max").read_text().split()[:2]
+        return None if quota == "max" else int(quota) / int(period)
+    except (OSError, ValueError):
+        pass
+    try:
+        quota_us = int(Path("/sys/fs/cgroup/cpu/cpu.cfs_quota_us").read_text())
+        period_us = int(Path("/sys/fs/cgroup/cpu/cpu.cfs_period_us").read_text())
+        return quota_us / period_us if quota_us > 0 else None
+    except (OSError, ValueError):
+        return None
+
+
+def available_cores() -> int:
+    """Cores this process may use: its CPU affinity, capped by a container's CPU limit (``--cpus``),
+    which ``os.cpu_count()`` ignores."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        cores = os.cpu_count() or 1
+    limit = _cgroup_cpu_limit()
+    return max(1, min(cores, math.ceil(limit))) if limit else cores
+
+
+def shipped_checkpoint_dir() -> Path:
+    """The repository's ``checkpoints/`` beside the package, else ``./checkpoints`` (an installed copy)."""
+    beside_package = Path(__file__).resolve().parents[1] / "checkpoints"
+    return beside_package if beside_package.is_dir() else Path("checkpoints").resolve()
+
+
+class Settings(BaseSettings):
+    """Everything an operator can tune; each field is also the environment variable ``DAE_<NAME>``."""
+
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="ignore", validate_default=True)
+
+    checkpoint_dir: Path = Field(default_factory=shipped_checkpoint_dir, description="folder of *.json model cards")
+    default_model: str = Field(default="conv-blind", description="model used when a request names none")
+    device: str = Field(default="auto", description="auto, cpu or cuda (cuda:N)")
+    max_batch_size: int = Field(default=32, ge=1, le=4096, description="most images in one forward pass")
+    max_batch_delay_ms: float = Field(
+        default=5.0, ge=0, le=10_000, description="longest a batch waits for requests already on their way"
+    )
+    max_queue_size: int = Field(default=512, ge=1, description="requests waiting per model before 503")
+    request_timeout_s: float = Field(default=30.0, gt=0, description="deadline from enqueue to answer (504 after)")
+    max_upload_bytes: int = Field(default=16 * 1024 * 1024, ge=1, description="most bytes one request may upload")
+    max_image_pixels: int = Field(default=2048 * 2048, ge=1, description="most pixels an image may declare")
+    max_batch_files: int = Field(default=64, ge=1, description="most images in one /denoise/batch request")
+    api_key: SecretStr | None = Field(default=None, description="when set, required on every API route")
+    skip_bad_checkpoints: bool = Field(default=False, description="skip (warn) instead of refusing to start")
+    workers: int = Field(default=1, ge=1, le=64, description="worker processes sharing the port")
+    host: str = "127.0.0.1"
+    port: int = Field(default=8000, ge=0, le=65535)
+    cors_origins: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, description="origins allowed by CORS, comma-separated"
+    )
+    inference_threads: int = Field(
+        default=0, ge=0, le=64, description="forward passes run at once per worker; 0 picks from device and cores"
+    )
+    torch_threads: int = Field(
+        default=0, ge=0, le=256, description="intra-op threads of each forward pass; 0 picks from cores"
+    )
+    access_log: bool = Field(default=False, description="uvicorn's per-request log line (off: it costs throughput)")
+    log_level: str = "info"
+
+    @field_validator("cors_origins", mode="before")
+    @classmethod
+    def _split_origins(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [origin.strip() for origin in value.split(",") if origin.strip()]
+        return value
+
+    @field_validator("api_key", mode="before")
+    @classmethod
+    def _empty_key_is_none(cls, value: object) -> object:
+        # DAE_API_KEY= (set but empty) must not mean "the empty string is the key".
+        return None if value == "" else value
+
+    def thread_plan(self, device_type: str) -> tuple[int, int]:
+        """(forward passes at once, torch intra-op threads for each) in one worker process.
+
+        On a CPU the forwards run single-threaded side by side, one per core this worker may use: small
+        images parallelise poorly inside one convolution, and OpenMP's teams stall at every barrier when
+        the event loop takes back a core, where independent forwards just share the cores with it. Past
+        four forwards at once the batches get too small; the rest of the cores go to intra-op threads.
+        On CUDA one forward at a time keeps one worker's kernels in order on its stream.
+        """
+        cores = max(1, available_cores() // self.workers)
+        forwards = self.inference_threads or (1 if device_type == "cuda" else min(cores, 4))
+        return forwards, self.torch_threads or max(1, cores // forwards)

@@ -1,0 +1,128 @@
+// The demo page: send the chosen image to POST /denoise with the chosen model and noise, show the result.
+"use strict";
+
+const DEFAULT_LEVELS = { gaussian: 0.3, salt_pepper: 0.2, masking: 0.3, mixed: 0.5, none: 0 };
+
+const $ = (id) => document.getElementById(id);
+let currentImage = null; // a Blob: the sample or the upload
+let currentUrl = null;
+
+function setStatus(text, isError = false) {
+  const status = $("status");
+  status.textContent = text;
+  status.classList.toggle("error", isError);
+}
+
+function authHeaders() {
+  const key = $("api-key").value.trim();
+  return key ? { "X-API-Key": key } : {};
+}
+
+async function errorText(response) {
+  try {
+    const body = await response.json();
+    return `${response.status}: ${body.detail}`;
+  } catch {
+    return `${response.status} ${response.statusText}`;
+  }
+}
+
+async function loadModels() {
+  const response = await fetch("/models", { headers: authHeaders() });
+  if (!response.ok) {
+    setStatus(`Could not list the models (${await errorText(response)})`, true);
+    return false;
+  }
+  const body = await response.json();
+  const select = $("model");
+  select.replaceChildren();
+  for (const model of body.models) {
+    const option = document.createElement("option");
+    option.value = model.name;
+    const size = model.input_size ? model.input_size.join("×") : "any size";
+    option.textContent = `${model.name} (${model.architecture}, ${model.noise}, ${size})`;
+    option.selected = model.default;
+    select.append(option);
+  }
+  setStatus("Pick a digit or upload an image.");
+  return true;
+}
+
+function showClean(blob) {
+  if (currentUrl) URL.revokeObjectURL(currentUrl);
+  currentUrl = URL.createObjectURL(blob);
+  $("clean").src = currentUrl;
+}
+
+async function useImage(blob) {
+  currentImage = blob;
+  showClean(blob);
+  await run();
+}
+
+async function run() {
+  if (!currentImage) {
+    setStatus("Pick a digit or upload an image first.", true);
+    return;
+  }
+  const form = new FormData();
+  form.append("file", currentImage, currentImage.name || "image.png");
+  form.append("model", $("model").value);
+  form.append("noise", $("noise").value);
+  form.append("level", $("level").value);
+  if ($("seed").value !== "") form.append("seed", $("seed").value);
+  setStatus("Denoising…");
+  const response = await fetch("/denoise", {
+    method: "POST",
+    body: form,
+    headers: { Accept: "application/json", ...authHeaders() },
+  });
+  if (!response.ok) {
+    setStatus(`The service said ${await errorText(response)}`, true);
+    return;
+  }
+  const result = await response.json();
+  $("noisy").src = `data:image/png;base64,${result.noisy_png}`;
+  $("denoised").src = `data:image/png;base64,${result.denoised_png}`;
+  $("noisy-psnr").textContent = `PSNR ${result.noisy_psnr_db.toFixed(2)} dB`;
+  $("denoised-psnr").textContent = `PSNR ${result.denoised_psnr_db.toFixed(2)} dB`;
+  setStatus(
+    `${result.model}: ${result.noise.type} at ${result.noise.level} (seed ${result.noise.seed}), ` +
+      `${result.width}×${result.height}, PSNR ${result.noisy_psnr_db.toFixed(2)} → ` +
+      `${result.denoised_psnr_db.toFixed(2)} dB in ${result.latency_ms.toFixed(1)} ms`,
+  );
+}
+
+function updateLevelLabel() {
+  $("level-value").textContent = Number($("level").value).toFixed(2);
+}
+
+function wire() {
+  for (const button of document.querySelectorAll(".sample")) {
+    button.addEventListener("click", async () => {
+      for (const other of document.querySelectorAll(".sample")) other.setAttribute("aria-pressed", "false");
+      button.setAttribute("aria-pressed", "true");
+      const response = await fetch(button.dataset.src);
+      const blob = await response.blob();
+      await useImage(new File([blob], button.dataset.src.split("/").pop(), { type: "image/png" }));
+    });
+  }
+  $("upload").addEventListener("change", async (event) => {
+    const file = event.target.files[0];
+    if (file) await useImage(file);
+  });
+  $("noise").addEventListener("change", () => {
+    $("level").value = DEFAULT_LEVELS[$("noise").value];
+    updateLevelLabel();
+    if (currentImage) run();
+  });
+  $("level").addEventListener("input", updateLevelLabel);
+  $("level").addEventListener("change", () => currentImage && run());
+  $("model").addEventListener("change", () => currentImage && run());
+  $("run").addEventListener("click", run);
+  $("api-key").addEventListener("change", loadModels);
+  updateLevelLabel();
+}
+
+wire();
+loadModels();
