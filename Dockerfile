@@ -6,7 +6,7 @@
 #   docker build -t dae-service:cpu --build-arg BASE=cpu .  # any host, much smaller
 #
 # Both flavours run the same code; without a GPU (or with DAE_DEVICE=cpu) the CUDA image serves on the
-# CPU too. docker-compose.yml builds and runs it; see docs/deployment.md.
+# CPU too. docker-compose.yml builds and runs it; see README.md (Deployment).
 
 # Which flavour to build: cuda or cpu.
 ARG BASE=cuda

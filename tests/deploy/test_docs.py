@@ -1,6 +1,6 @@
 """The Configuration tables document every DAE_ setting and every variable the compose files read.
 
-They live in the README once merged there, in docs/deployment.md until then (whichever has them).
+They live in the README's Deployment and Configuration sections.
 """
 
 from __future__ import annotations
@@ -16,12 +16,12 @@ from tests.deploy.conftest import COMPOSE, COMPOSE_CPU, interpolated_names
 
 
 def configuration_section() -> tuple[Path, str]:
-    for path in (REPO / "README.md", REPO / "docs" / "deployment.md"):
+    for path in (REPO / "README.md",):
         text = path.read_text() if path.exists() else ""
         match = re.search(r"^## Configuration\n(.*?)(?=^## |\Z)", text, re.M | re.S)
         if match:
             return path, match.group(1)
-    pytest.fail("no '## Configuration' section in README.md or docs/deployment.md", pytrace=False)
+    pytest.fail("no '## Configuration' section in README.md", pytrace=False)
 
 
 def documented_variables(section: str) -> set[str]:
