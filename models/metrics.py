@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import torch
 
 # A perfect reconstruction has infinite PSNR; report it as this instead so that means stay finite.
@@ -17,6 +19,11 @@ def psnr_per_image(output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """PSNR in dB of each image with data range 1, shape (N,); average these for a data set."""
     mse = mse_per_image(output, target)
     return (-10.0 * torch.log10(mse.clamp_min(10 ** (-MAX_PSNR_DB / 10)))).clamp_max(MAX_PSNR_DB)
+
+
+def psnr_db_from_mse(mse: float) -> float:
+    """PSNR in dB (data range 1) of one image's MSE, capped at ``MAX_PSNR_DB`` like ``psnr_per_image``."""
+    return MAX_PSNR_DB if mse <= 10 ** (-MAX_PSNR_DB / 10) else -10.0 * math.log10(mse)
 
 
 def ssim_per_image(output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:

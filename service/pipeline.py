@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import math
 import random
 import time
 from collections.abc import Callable
@@ -25,7 +24,7 @@ import torch
 from PIL import Image
 
 from models.corruptions import DEFAULT_LEVELS, corrupt, make_generator
-from models.metrics import MAX_PSNR_DB
+from models.metrics import psnr_db_from_mse
 from service.batcher import ArrivalToken
 from service.errors import ServiceError
 from service.images import encode_png, load_pixels, open_checked, resize
@@ -73,11 +72,6 @@ def apply_noise(clean: np.ndarray, spec: NoiseSpec) -> np.ndarray:
 
 def mse(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.mean(np.square(a - b, dtype=np.float32)))
-
-
-def psnr_db(mse_value: float) -> float:
-    """PSNR with data range 1, capped like ``models.metrics`` so a perfect image reports a finite figure."""
-    return MAX_PSNR_DB if mse_value <= 10 ** (-MAX_PSNR_DB / 10) else -10.0 * math.log10(mse_value)
 
 
 @dataclass
@@ -158,7 +152,7 @@ class Denoised:
             response.noise = self.noise.info()
             response.noisy_png = _base64(await run_sized(self.width * self.height, encode_png, self.prepared.noisy))
             response.noisy_mse, response.denoised_mse = scores
-            response.noisy_psnr_db, response.denoised_psnr_db = psnr_db(scores[0]), psnr_db(scores[1])
+            response.noisy_psnr_db, response.denoised_psnr_db = psnr_db_from_mse(scores[0]), psnr_db_from_mse(scores[1])
         response.latency_ms = (time.perf_counter() - self.started) * 1000.0
         return response
 

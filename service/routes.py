@@ -8,6 +8,7 @@ from typing import Any
 from fastapi import APIRouter, Request
 from fastapi.responses import FileResponse, Response
 
+from models.metrics import psnr_db_from_mse
 from service import metrics, pipeline
 from service.batcher import ArrivalToken
 from service.errors import InvalidField, Unavailable
@@ -103,8 +104,8 @@ def png_headers(result: Denoised) -> dict[str, str]:
     headers.update(noise_headers(result.noise))
     scores = result.scores()
     if scores is not None:
-        headers["X-Noisy-PSNR-dB"] = f"{pipeline.psnr_db(scores[0]):.4f}"
-        headers["X-Denoised-PSNR-dB"] = f"{pipeline.psnr_db(scores[1]):.4f}"
+        headers["X-Noisy-PSNR-dB"] = f"{psnr_db_from_mse(scores[0]):.4f}"
+        headers["X-Denoised-PSNR-dB"] = f"{psnr_db_from_mse(scores[1]):.4f}"
     return headers
 
 

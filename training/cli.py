@@ -8,7 +8,7 @@ import shlex
 import sys
 
 from models.checkpoint import CheckpointError, checkpoint_paths, load_checkpoint, read_card, write_card
-from models.corruptions import NOISE_TYPES
+from models.corruptions import DEFAULT_LEVELS, NOISE_TYPES
 from models.device import resolve_device
 from training.data import DATASETS, DataError, load_split
 from training.evaluate import EVAL_SEED, STANDARD_PANEL, evaluate, metric_key
@@ -33,8 +33,6 @@ def train_main(argv: list[str] | None = None) -> int:
     p.add_argument("--resume", action="store_true", help="continue an interrupted run from its saved state")
     p.add_argument("--limit", type=int, default=None, help="use only the first N train images")
     args = p.parse_args(argv)
-    from models.corruptions import DEFAULT_LEVELS
-
     level = DEFAULT_LEVELS[args.noise] if args.level is None else args.level
     command = shlex.join(["dae-train", *(sys.argv[1:] if argv is None else argv)])
     cfg = TrainConfig(
@@ -64,8 +62,6 @@ def eval_main(argv: list[str] | None = None) -> int:
     p.add_argument("--json", action="store_true", help="print JSON for machines")
     p.add_argument("--write-card", action="store_true", help="record the figures in the model card")
     args = p.parse_args(argv)
-    from models.corruptions import DEFAULT_LEVELS
-
     try:
         model, card = load_checkpoint(args.checkpoint, resolve_device(args.device))
         dataset = args.dataset or card.dataset

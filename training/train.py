@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
+import platform
 import shlex
 import sys
 import time
@@ -91,8 +93,6 @@ def make_optimizer(model: nn.Module, lr: float) -> torch.optim.Optimizer:
 
 def lr_at(cfg: TrainConfig, epoch: int) -> float:
     if cfg.schedule == "cosine":
-        import math
-
         return cfg.lr * 0.5 * (1 + math.cos(math.pi * epoch / cfg.epochs))
     return cfg.lr
 
@@ -227,8 +227,6 @@ def train(cfg: TrainConfig) -> ModelCard | None:
 def device_name(device: torch.device) -> str:
     if device.type == "cuda":
         return f"cuda ({torch.cuda.get_device_name(device)})"
-    import platform
-
     return f"cpu ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
 
 

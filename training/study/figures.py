@@ -14,6 +14,8 @@ import torch
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
+from models.metrics import psnr_db_from_mse
+
 DPI = 110
 ERROR_CMAP = "magma"
 
@@ -83,7 +85,7 @@ def error_maps(path: Path, title: str, panels: Sequence[tuple[str, torch.Tensor,
             error_image = axes[r][col].imshow(image, cmap=ERROR_CMAP, vmin=0.0, vmax=1.0)
         for col, image in ((1, n), (2, d)):
             mse = float(((image - c) ** 2).mean())
-            axes[r][col].set_xlabel(f"PSNR {-10 * np.log10(max(mse, 1e-10)):.1f} dB", fontsize=9)
+            axes[r][col].set_xlabel(f"PSNR {psnr_db_from_mse(mse):.1f} dB", fontsize=9)
         for col, ax in enumerate(axes[r]):
             bare(ax)
             if r == 0:
