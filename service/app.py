@@ -26,7 +26,8 @@ from models.device import resolve_device
 from service import metrics
 from service.batcher import Arrivals, DynamicBatcher
 from service.errors import ServiceError
-from service.middleware import ApiKeyMiddleware, ArrivalMiddleware, BodyLimitMiddleware, RequestMetricsMiddleware
+from service.logs import install_request_id_factory
+from service.middleware import ApiKeyMiddleware, ArrivalMiddleware, BodyLimitMiddleware, RequestContextMiddleware
 from service.registry import ModelStore, StartupError, load_models
 from service.routes import BATCHING_PATHS, STATIC_DIR, router
 from service.settings import Settings
@@ -63,6 +64,8 @@ def readable_validation_errors(errors: list[dict[str, Any]]) -> list[dict[str, s
 
 async def _service_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, ServiceError)
+    if exc.status_code == 500:  # a fault of the service (a model that raised), not of the client: keep a record
+        log.error("%s %s failed: %s", request.method, request.url.path, exc.detail)
     return JSONResponse({"detail": exc.detail}, status_code=exc.status_code, headers=exc.headers)
 
 
@@ -71,11 +74,6 @@ async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
     readable = readable_validation_errors(list(exc.errors()))
     detail = "; ".join(f"{item['field']}: {item['message']}" for item in readable)
     return JSONResponse({"detail": detail, "errors": readable}, status_code=422)
-
-
-async def _unexpected_error(request: Request, exc: Exception) -> JSONResponse:
-    log.error("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
-    return JSONResponse({"detail": f"internal error ({type(exc).__name__}); the service logged it"}, status_code=500)
 
 
 async def _warm_up(store: ModelStore, executor: ThreadPoolExecutor) -> None:
@@ -157,6 +155,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
 def create_app(settings: Settings | None = None) -> FastAPI:
     """The ASGI app; models load when its lifespan starts."""
     settings = settings or Settings()
+    install_request_id_factory()
     app = FastAPIOffline(
         title="Denoising autoencoder service",
         version="0.1.0",
@@ -172,9 +171,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     app.add_exception_handler(ServiceError, _service_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
-    app.add_exception_handler(Exception, _unexpected_error)
-    # add_middleware wraps what is there, so the last added runs first: metrics see every answer
-    # (401 and 413 included), CORS answers preflights before the key check.
+    # add_middleware wraps what is there, so the last added runs first: the request id, metrics and the
+    # access log see every answer (401 and 413 included, and the 500 of an unhandled error, which that
+    # layer answers itself), CORS answers preflights before the key check.
     app.add_middleware(ArrivalMiddleware, arrivals=app.state.arrivals, paths=BATCHING_PATHS)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_upload_bytes)
     if settings.api_key is not None:
@@ -189,8 +188,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             CORSMiddleware,
             allow_origins=settings.cors_origins,
             allow_methods=["GET", "POST"],
-            allow_headers=["Authorization", "X-API-Key", "Accept"],
-            expose_headers=["X-Reconstruction-MSE", "X-Model", "X-Noise-Seed", "Retry-After"],
+            allow_headers=["Authorization", "X-API-Key", "Accept", "X-Request-ID"],
+            expose_headers=["X-Reconstruction-MSE", "X-Model", "X-Noise-Seed", "Retry-After", "X-Request-ID"],
         )
-    app.add_middleware(RequestMetricsMiddleware)
+    app.add_middleware(RequestContextMiddleware, access_log=settings.access_log)
     return app

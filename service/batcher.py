@@ -9,7 +9,8 @@ while the model computes. Each request has a deadline (504 after it) and a full 
 
 Why wait only for requests "on their way" (``Arrivals``): a fixed delay costs every request under light
 load that delay for nothing (with one client there is never anyone to wait for), while under load the
-requests whose bodies are being read right now are exactly the ones worth waiting a moment for.
+requests whose bodies are being read right now are exactly the ones worth waiting a moment for. One
+still on its way ``ARRIVAL_STALE_S`` after it arrived is a slow client, and is no longer waited for.
 """
 
 from __future__ import annotations
@@ -32,19 +33,53 @@ log = logging.getLogger(__name__)
 RunBatch = Callable[[list[np.ndarray]], list[Outcome]]
 
 
+# A request not yet queued this long after it arrived stops counting as "on its way": its body is coming
+# slowly (a slow link, or a client trickling bytes on purpose), and batches that waited for it would make
+# every other request pay for one slow client. Loopback and LAN uploads of a digit arrive in a millisecond
+# or two; this leaves room for a slow network's round trips.
+ARRIVAL_STALE_S = 0.25
+
+
 class Arrivals:
-    """How many requests bound for a batcher have arrived but not yet been queued (process-wide).
+    """Requests bound for a batcher that have arrived but not yet been queued (process-wide).
 
     The HTTP layer calls ``announce`` when a batching request starts and the token's ``done`` when it is
-    queued or answered; the batcher only reads ``pending``.
+    queued or answered; the batcher reads ``pending``, which leaves out announcements older than
+    ``stale_after_s``.
     """
 
-    def __init__(self) -> None:
-        self.pending = 0
+    def __init__(self, stale_after_s: float = ARRIVAL_STALE_S) -> None:
+        self.stale_after_s = stale_after_s
+        # Live tokens and when each arrived; a dict keeps insertion order, which is arrival order.
+        self._live: dict[ArrivalToken, float] = {}
 
     def announce(self) -> ArrivalToken:
-        self.pending += 1
-        return ArrivalToken(self)
+        token = ArrivalToken(self)
+        self._live[token] = time.perf_counter()
+        return token
+
+    def retire(self, token: ArrivalToken) -> None:
+        self._live.pop(token, None)
+
+    @property
+    def pending(self) -> int:
+        """Requests announced less than ``stale_after_s`` ago and not yet queued or answered."""
+        live = self._live
+        if live:
+            cutoff = time.perf_counter() - self.stale_after_s
+            while live:
+                oldest = next(iter(live))
+                if live[oldest] > cutoff:
+                    break
+                del live[oldest]  # stale: it stops counting; its done() later finds nothing to remove
+        return len(live)
+
+    def seconds_until_stale(self) -> float:
+        """How long until every request counted in ``pending`` has gone stale (0 when none is pending)."""
+        if not self._live:
+            return 0.0
+        newest = next(reversed(self._live.values()))
+        return max(0.0, newest + self.stale_after_s - time.perf_counter())
 
 
 class ArrivalToken:
@@ -57,7 +92,7 @@ class ArrivalToken:
 
     def done(self) -> None:
         if self._arrivals is not None:
-            self._arrivals.pending -= 1
+            self._arrivals.retire(self)
             self._arrivals = None
 
 
@@ -203,7 +238,9 @@ class DynamicBatcher:
         loop = asyncio.get_running_loop()
         self._wanted = self.max_batch_size - len(batch)
         self._waiter = loop.create_future()
-        timer = loop.call_later(self.max_batch_delay_s, _wake, self._waiter)
+        # No longer than the delay, nor than until the requests awaited would go stale.
+        wait_s = min(self.max_batch_delay_s, self._arrivals.seconds_until_stale())
+        timer = loop.call_later(wait_s, _wake, self._waiter)
         try:
             await self._waiter
         finally:

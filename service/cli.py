@@ -7,18 +7,18 @@ builds its app from the environment through ``create_app``) sees exactly what th
 from __future__ import annotations
 
 import argparse
-import copy
 import logging
+import logging.config
 import os
 import shutil
 import signal
 import sys
 import tempfile
 from pathlib import Path
-from typing import Any
 
 from pydantic import ValidationError
 
+from service.logs import log_config
 from service.settings import ENV_PREFIX, Settings
 
 log = logging.getLogger("service")
@@ -82,15 +82,6 @@ def prepare_multiprocess_metrics(workers: int) -> str | None:
     return created
 
 
-def log_config(level: str) -> dict[str, Any]:
-    """uvicorn's logging set-up plus the service's own logger, applied in every worker process."""
-    from uvicorn.config import LOGGING_CONFIG
-
-    config = copy.deepcopy(LOGGING_CONFIG)
-    config["loggers"]["service"] = {"handlers": ["default"], "level": level.upper(), "propagate": False}
-    return config
-
-
 def _exit_cleanly(signum: int, frame: object) -> None:
     raise SystemExit(0)
 
@@ -104,7 +95,8 @@ def main(argv: list[str] | None = None) -> int:
         problems = "; ".join(f"{ENV_PREFIX}{'.'.join(map(str, e['loc'])).upper()}: {e['msg']}" for e in exc.errors())
         print(f"dae-serve: bad setting: {problems}", file=sys.stderr)
         return 2
-    logging.basicConfig(level=settings.log_level.upper(), format="%(levelname)s:     %(name)s: %(message)s")
+    logging_config = log_config(settings.log_level, settings.log_format)
+    logging.config.dictConfig(logging_config)
     # Before anything imports prometheus_client: it picks its storage when first imported.
     created_dir = prepare_multiprocess_metrics(settings.workers)
     try:
@@ -128,9 +120,9 @@ def main(argv: list[str] | None = None) -> int:
             host=settings.host,
             port=settings.port,
             workers=settings.workers,
-            log_config=log_config(settings.log_level),
+            log_config=logging_config,
             log_level=settings.log_level.lower(),
-            access_log=settings.access_log,
+            access_log=False,  # the service's own access log (DAE_ACCESS_LOG) carries the request id and latency
         )
     finally:
         if created_dir:

@@ -1,4 +1,4 @@
-"""ASGI middleware: request metrics, the optional API key, the upload byte limit, batching arrivals.
+"""ASGI middleware: request ids, metrics and access log, the optional API key, the upload byte limit, arrivals.
 
 Plain ASGI classes rather than Starlette's ``BaseHTTPMiddleware``, which wraps every request in extra
 tasks and streams: at a thousand small requests a second that overhead shows.
@@ -9,7 +9,10 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import logging
+import re
 import time
+import uuid
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
@@ -17,6 +20,7 @@ from starlette.exceptions import HTTPException
 
 from service import metrics
 from service.batcher import Arrivals
+from service.logs import REQUEST_ID
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -25,6 +29,10 @@ Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 ARRIVAL_SCOPE_KEY = "dae.arrival"
+_REQUEST_ID_PATTERN = re.compile(rb"[A-Za-z0-9._:-]{1,128}")
+
+log = logging.getLogger("service")
+access_log = logging.getLogger("service.access")
 
 
 async def send_json_error(send: Send, status: int, detail: str, headers: dict[str, str] | None = None) -> None:
@@ -35,32 +43,81 @@ async def send_json_error(send: Send, status: int, detail: str, headers: dict[st
     await send({"type": "http.response.body", "body": body})
 
 
-class RequestMetricsMiddleware:
-    """Counts each request by route template, method and status, and times it."""
+class RequestContextMiddleware:
+    """The outermost layer: gives each request an id, counts and times it, logs it, and answers what escaped.
 
-    def __init__(self, app: ASGIApp) -> None:
+    The id is the client's ``X-Request-ID`` when it is a short token (letters, digits, ``-._:``), else a
+    fresh one; it is set in ``service.logs.REQUEST_ID`` for every log record of the request and sent back
+    in the response's ``X-Request-ID``. An exception nothing else handled becomes a logged 500 here, with
+    that id in the answer, so that the client can quote it.
+    """
+
+    def __init__(self, app: ASGIApp, access_log: bool = False) -> None:
         self.app = app
+        self.access_log = access_log
+
+    @staticmethod
+    def _request_id(scope: Scope) -> str:
+        for name, value in scope["headers"]:
+            if name == b"x-request-id":
+                if _REQUEST_ID_PATTERN.fullmatch(value):
+                    return str(value.decode("ascii"))
+                break  # anything else (too long, spaces, newlines) could forge log lines: replace it
+        return uuid.uuid4().hex
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
         started = time.perf_counter()
+        request_id = self._request_id(scope)
+        token = REQUEST_ID.set(request_id)
+        id_header = (b"x-request-id", request_id.encode("ascii"))
         status = 500  # what the client gets if the app raises before answering
+        responded = False
 
-        async def send_recording(message: Message) -> None:
-            nonlocal status
+        async def send_with_id(message: Message) -> None:
+            nonlocal status, responded
             if message["type"] == "http.response.start":
                 status = message["status"]
+                responded = True
+                message["headers"] = [*message.get("headers", ()), id_header]
             await send(message)
 
         try:
-            await self.app(scope, receive, send_recording)
+            await self.app(scope, receive, send_with_id)
+        except Exception as exc:
+            log.error("unhandled error on %s %s", scope["method"], scope["path"], exc_info=exc)
+            if not responded:
+                detail = f"internal error ({type(exc).__name__}); the service logged it under request id {request_id}"
+                await send_json_error(send_with_id, 500, detail)
         finally:
+            elapsed = time.perf_counter() - started
             # The route's template, not the raw path: one series per route, whatever clients send.
             route = getattr(scope.get("route"), "path", "unmatched")
             metrics.REQUESTS.labels(route, scope["method"], str(status)).inc()
-            metrics.REQUEST_SECONDS.labels(route).observe(time.perf_counter() - started)
+            metrics.REQUEST_SECONDS.labels(route).observe(elapsed)
+            if self.access_log or status == 500:
+                access_log.log(
+                    logging.ERROR if status == 500 else logging.INFO,
+                    "%s %s %d",
+                    scope["method"],
+                    scope["path"],
+                    status,
+                    extra={
+                        "method": scope["method"],
+                        "path": scope["path"],
+                        "status": status,
+                        "latency_ms": round(elapsed * 1000.0, 3),
+                        "client": _client(scope),
+                    },
+                )
+            REQUEST_ID.reset(token)
+
+
+def _client(scope: Scope) -> str | None:
+    client = scope.get("client")
+    return f"{client[0]}:{client[1]}" if client else None
 
 
 class ApiKeyMiddleware:

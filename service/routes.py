@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -63,6 +64,7 @@ _PNG_RESPONSE: dict[int | str, dict[str, Any]] = {
 }
 
 router = APIRouter()
+log = logging.getLogger("service")
 
 
 def _settings(request: Request) -> Settings:
@@ -155,10 +157,12 @@ async def denoise(request: Request) -> Response | DenoiseResponse:
     return await result.response()
 
 
-async def _batch_item(filename: str | None, outcome: Denoised | Exception) -> BatchItem:
+async def _batch_item(index: int, filename: str | None, outcome: Denoised | Exception) -> BatchItem:
     if isinstance(outcome, Denoised):
         return BatchItem(filename=filename, status_code=200, result=await outcome.response())
     status = getattr(outcome, "status_code", 500)
+    if status == 500:  # the service's fault on this item (a model that raised): the others were answered
+        log.error("/denoise/batch item %d failed: %s", index, getattr(outcome, "detail", outcome))
     return BatchItem(filename=filename, status_code=status, detail=getattr(outcome, "detail", str(outcome)))
 
 
@@ -187,7 +191,10 @@ async def denoise_batch(request: Request) -> BatchResponse:
     specs = pipeline.batch_noise_specs(len(datas), form.noise, form.level, form.seed)
     outcomes = await pipeline.denoise_uploads(datas, entry, specs, settings.max_image_pixels, _arrival(request))
     return BatchResponse(
-        results=[await _batch_item(upload.filename, outcome) for upload, outcome in zip(uploads, outcomes, strict=True)]
+        results=[
+            await _batch_item(index, upload.filename, outcome)
+            for index, (upload, outcome) in enumerate(zip(uploads, outcomes, strict=True))
+        ]
     )
 
 

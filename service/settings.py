@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 import os
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -80,8 +80,13 @@ class Settings(BaseSettings):
     torch_threads: int = Field(
         default=0, ge=0, le=256, description="intra-op threads of each forward pass; 0 picks from cores"
     )
-    access_log: bool = Field(default=False, description="uvicorn's per-request log line (off: it costs throughput)")
+    access_log: bool = Field(
+        default=False, description="a log line per request with its id, status and latency (off: it costs throughput)"
+    )
     log_level: str = "info"
+    log_format: Literal["json", "text"] = Field(
+        default="json", description="json: one JSON object per line (for log collectors); text: plain lines"
+    )
 
     @field_validator("cors_origins", mode="before")
     @classmethod
@@ -89,6 +94,13 @@ class Settings(BaseSettings):
         if isinstance(value, str):
             return [origin.strip() for origin in value.split(",") if origin.strip()]
         return value
+
+    @field_validator("log_level")
+    @classmethod
+    def _known_level(cls, value: str) -> str:
+        if value.lower() not in ("trace", "debug", "info", "warning", "error", "critical"):
+            raise ValueError(f"unknown log level {value!r}: use debug, info, warning or error")
+        return value.lower()
 
     @field_validator("api_key", mode="before")
     @classmethod
