@@ -52,8 +52,10 @@ class Arrivals:
         self.stale_after_s = stale_after_s
         # Live tokens and when each arrived; a dict keeps insertion order, which is arrival order.
         self._live: dict[ArrivalToken, float] = {}
+        self.announced = 0  # all announcements so far, for tests and diagnostics
 
     def announce(self) -> ArrivalToken:
+        self.announced += 1
         token = ArrivalToken(self)
         self._live[token] = time.perf_counter()
         return token
