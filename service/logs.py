@@ -18,9 +18,11 @@ LogFormat = Literal["json", "text"]
 
 REQUEST_ID: contextvars.ContextVar[str | None] = contextvars.ContextVar("dae_request_id", default=None)
 
-# Attributes every LogRecord has; anything else on a record came from ``extra=`` and goes into the JSON.
+# Attributes every LogRecord has; anything else on a record came from ``extra=`` and goes into the JSON
+# (except uvicorn's "color_message", an ANSI-coloured copy of the message).
 _STANDARD_ATTRIBUTES = frozenset(
-    vars(logging.LogRecord("", 0, "", 0, "", None, None)).keys() | {"message", "asctime", "request_id", "taskName"}
+    vars(logging.LogRecord("", 0, "", 0, "", None, None)).keys()
+    | {"message", "asctime", "request_id", "taskName", "color_message"}
 )
 _previous_factory: Any = None
 
