@@ -12,8 +12,8 @@ declare -A ARGS=(
   [mlp-salt-pepper]="--dataset mnist --arch mlp --noise salt_pepper --level 0.2 --epochs 10 --batch-size 128 --lr 1e-3"
   [mlp-masking]="--dataset mnist --arch mlp --noise masking --level 0.3 --epochs 10 --batch-size 128 --lr 1e-3"
   [mlp-standard]="--dataset mnist --arch mlp --noise none --epochs 10 --batch-size 128 --lr 1e-3"
-  [conv-blind]="--dataset mnist --arch conv --channels 16 --noise mixed --level 0.5 --epochs 14 --batch-size 128 --lr 2e-3 --schedule cosine"
-  [conv-blind-fashion]="--dataset fashion-mnist --arch conv --channels 16 --noise mixed --level 0.5 --epochs 14 --batch-size 128 --lr 2e-3 --schedule cosine"
+  [conv-blind]="--dataset mnist --arch conv --channels 24 --noise mixed --level 0.5 --epochs 20 --batch-size 128 --lr 2e-3 --schedule cosine"
+  [conv-blind-fashion]="--dataset fashion-mnist --arch conv --channels 24 --noise mixed --level 0.5 --epochs 20 --batch-size 128 --lr 2e-3 --schedule cosine"
 )
 names=("$@")
 [ ${#names[@]} -gt 0 ] || names=(mlp-gaussian mlp-salt-pepper mlp-masking mlp-standard conv-blind conv-blind-fashion)

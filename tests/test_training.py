@@ -37,6 +37,15 @@ def test_short_run_lowers_validation_loss_and_writes_a_loadable_checkpoint(tmp_p
     assert loaded.noise == "gaussian" and loaded.noise_level == 0.3 and loaded.dataset == "mnist"
 
 
+def test_no_validation_slice_trains_on_the_whole_split_and_keeps_the_last_epoch(tmp_path: Path) -> None:
+    out = tmp_path / "all"
+    assert train_main([*QUICK, "--arch", "mlp", "--epochs", "2", "--val-images", "0", "--out", str(out)]) == 0
+    card = card_of(out)
+    assert card["training"]["train_images"] == 600 and card["training"]["val_images"] == 0
+    assert card["best_epoch"] == 2 and card["training"]["val_psnr_db"] is None
+    assert train_main([*QUICK, "--epochs", "1", "--val-images", "-1", "--out", str(out)]) == 2
+
+
 def test_conv_run_on_fashion_writes_a_model_for_any_size(tmp_path: Path) -> None:
     out = tmp_path / "conv"
     args = [*QUICK, "--dataset", "fashion-mnist", "--arch", "conv", "--channels", "8", "--noise", "mixed"]

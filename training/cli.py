@@ -27,6 +27,12 @@ def train_main(argv: list[str] | None = None) -> int:
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--schedule", choices=["constant", "cosine"], default="constant")
     p.add_argument("--channels", type=int, default=16, help="conv: width of the top level")
+    p.add_argument(
+        "--val-images",
+        type=int,
+        default=5000,
+        help="train images held out for validation PSNR and best-epoch selection (0: train on all, keep the last)",
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", required=True, help="checkpoint path (stem; .safetensors and .json are written)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
@@ -38,8 +44,8 @@ def train_main(argv: list[str] | None = None) -> int:
     cfg = TrainConfig(
         dataset=args.dataset, data_root=args.data_root, arch=args.arch, noise=args.noise, level=level,
         epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, schedule=args.schedule,
-        channels=args.channels, seed=args.seed, out=args.out, device=args.device, resume=args.resume,
-        limit=args.limit, command=command,
+        channels=args.channels, val_images=args.val_images, seed=args.seed, out=args.out, device=args.device,
+        resume=args.resume, limit=args.limit, command=command,
     )  # fmt: skip
     try:
         train(cfg)

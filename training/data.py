@@ -97,6 +97,6 @@ def holdout_split(n: int, val_fraction: float = 1 / 12, max_val: int = 5000) -> 
     The slice is the same for every model and seed (a fixed permutation), so validation figures are
     comparable across runs; the test split is never used for training or model selection.
     """
-    n_val = max(1, min(max_val, int(n * val_fraction)))
+    n_val = min(max_val, max(1, int(n * val_fraction)))  # max_val 0: no validation, train on all
     perm = torch.randperm(n, generator=torch.Generator().manual_seed(20261124))
     return perm[n_val:].sort().values, perm[:n_val].sort().values

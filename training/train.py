@@ -48,6 +48,7 @@ class TrainConfig:
     lr: float = 1e-3
     schedule: str = "constant"  # or "cosine": decays the learning rate to zero over the run
     channels: int = 16  # width of the conv architecture's top level
+    val_images: int = 5000  # held out of the train split; 0 trains on all of it and keeps the last epoch
     seed: int = 0
     out: str = "checkpoints/model"
     device: str = "auto"
@@ -118,13 +119,15 @@ def train(cfg: TrainConfig) -> ModelCard | None:
     """Train and write the best epoch's checkpoint; returns its card on rank 0."""
     if cfg.noise != "none":
         validate_level(cfg.level)
+    if cfg.val_images < 0:
+        raise ValueError(f"--val-images must be 0 or more, not {cfg.val_images}")
     info = init_distributed(cfg.device)
     device = resolve_device(cfg.device, info.local_rank)
     torch.manual_seed(cfg.seed)
     images, _ = load_split(cfg.dataset, "train", cfg.data_root)
     if cfg.limit:
         images = images[: cfg.limit]
-    train_idx, val_idx = holdout_split(len(images))
+    train_idx, val_idx = holdout_split(len(images), max_val=cfg.val_images)
     train_images, val_images = images[train_idx].to(device), images[val_idx].to(device)
 
     model = build_model(cfg).to(device)
@@ -176,11 +179,13 @@ def train(cfg: TrainConfig) -> ModelCard | None:
                 bar.update(step + 1 - bar.n)
         bar.close()
         model.eval()
-        val = validation_psnr(model, val_images, cfg)
-        history.append({"epoch": epoch + 1, "train_loss": running.item() / steps, "val_psnr_db": val})
+        # With no held-out slice every epoch counts as the best so far: the last one is written.
+        val = validation_psnr(model, val_images, cfg) if len(val_images) else math.inf
+        history.append({"epoch": epoch + 1, "train_loss": running.item() / steps, "val_psnr_db": finite_or_none(val)})
         if info.is_main:
-            print(f"epoch {epoch + 1}: train loss {history[-1]['train_loss']:.5f}, val PSNR {val:.2f} dB", flush=True)
-        if val > best["psnr"]:
+            shown = f"val PSNR {val:.2f} dB" if math.isfinite(val) else "no validation"
+            print(f"epoch {epoch + 1}: train loss {history[-1]['train_loss']:.5f}, {shown}", flush=True)
+        if val >= best["psnr"]:
             best = {"psnr": val, "epoch": epoch + 1}
             best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
         if info.is_main:
@@ -210,18 +215,23 @@ def train(cfg: TrainConfig) -> ModelCard | None:
                 "wall_time_s": round(wall, 1),
                 "train_images": len(train_images),
                 "val_images": len(val_images),
-                "val_psnr_db": round(float(best["psnr"]), 3),
+                "val_psnr_db": finite_or_none(round(float(best["psnr"]), 3)),
                 "history": history,
             },
         )
         for p in (state_path.with_suffix(".resume.safetensors"), state_path.with_suffix(".resume.meta")):
             p.unlink(missing_ok=True)
         weights = checkpoint_paths(cfg.out)[0]
-        print(f"wrote {weights} (best epoch {best['epoch']}, val PSNR {best['psnr']:.2f} dB, {wall:.0f} s)")
+        print(f"wrote {weights} (epoch {best['epoch']}, val PSNR {best['psnr']:.2f} dB, {wall:.0f} s)")
     if info.world_size > 1:
         dist.barrier()
         dist.destroy_process_group()
     return card
+
+
+def finite_or_none(value: float) -> float | None:
+    """JSON has no infinity: an epoch with no validation figure records null."""
+    return value if math.isfinite(value) else None
 
 
 def device_name(device: torch.device) -> str:
