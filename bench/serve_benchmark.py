@@ -116,28 +116,37 @@ def server_command(variant: Variant, port: int) -> tuple[list[str], dict[str, st
 def running(variant: Variant, log_dir: Path) -> Iterator[str]:
     """Start the variant's server, wait until it answers, yield its URL, stop it (its whole group)."""
     port = free_port()
-    url = f"http://127.0.0.1:{port}"
     command, env = server_command(variant, port)
     log_path = log_dir / f"{variant.label.replace(', ', '-').replace(' ', '-')}-{variant.model}.log"
+    probe = "/readyz" if variant.server == "service" else "/healthz"
+    with launched(command, env, log_path, port, probe, variant.label) as (url, _):
+        yield url
+
+
+@contextmanager
+def launched(
+    command: list[str], env: dict[str, str], log_path: Path, port: int, probe: str, label: str
+) -> Iterator[tuple[str, int]]:
+    """Run a server command in its own process group until ``probe`` answers 200; yield (url, pid)."""
+    url = f"http://127.0.0.1:{port}"
     with log_path.open("wb") as log:
         process = subprocess.Popen(
             command, env=env, cwd=REPO, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
         )
-    probe = "/readyz" if variant.server == "service" else "/healthz"
     deadline = time.monotonic() + START_TIMEOUT_S
     try:
         while True:
             if process.poll() is not None:
-                raise RuntimeError(f"{variant.label} exited during start-up:\n{log_path.read_text()[-3000:]}")
+                raise RuntimeError(f"{label} exited during start-up:\n{log_path.read_text()[-3000:]}")
             if time.monotonic() > deadline:
-                raise RuntimeError(f"{variant.label} not ready after {START_TIMEOUT_S:g} s")
+                raise RuntimeError(f"{label} not ready after {START_TIMEOUT_S:g} s")
             try:
                 if httpx.get(url + probe, timeout=2).status_code == 200:
                     break
             except httpx.TransportError:
                 pass
             time.sleep(0.2)
-        yield url
+        yield url, process.pid
     finally:
         os.killpg(process.pid, signal.SIGINT)
         try:

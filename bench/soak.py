@@ -18,9 +18,7 @@ import datetime
 import os
 import re
 import shutil
-import signal
 import statistics
-import subprocess
 import sys
 import tempfile
 import threading
@@ -30,14 +28,12 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-import httpx
-
 from bench.common import device_description, write_section
 from bench.serve_benchmark import (
     DEFAULT_IMAGE,
-    START_TIMEOUT_S,
     Variant,
     free_port,
+    launched,
     milliseconds,
     run_wrk,
     server_command,
@@ -145,35 +141,9 @@ class RssSampler:
 def serving(model: str, log_dir: Path) -> Iterator[tuple[str, int]]:
     """``dae-serve`` as shipped (default model ``model``) on a free port: yields (url, pid), then stops it."""
     port = free_port()
-    url = f"http://127.0.0.1:{port}"
     command, env = server_command(Variant("service", model), port)
-    log_path = log_dir / "dae-serve.log"
-    with log_path.open("wb") as log:
-        process = subprocess.Popen(
-            command, env=env, cwd=Path(__file__).resolve().parents[1], stdout=log, stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )  # fmt: skip
-    deadline = time.monotonic() + START_TIMEOUT_S
-    try:
-        while True:
-            if process.poll() is not None:
-                raise RuntimeError(f"dae-serve exited during start-up:\n{log_path.read_text()[-3000:]}")
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"dae-serve not ready after {START_TIMEOUT_S:g} s")
-            try:
-                if httpx.get(url + "/readyz", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            time.sleep(0.2)
-        yield url, process.pid
-    finally:
-        os.killpg(process.pid, signal.SIGINT)
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
+    with launched(command, env, log_dir / "dae-serve.log", port, "/readyz", "dae-serve") as (url, pid):
+        yield url, pid
 
 
 def soak(args: argparse.Namespace, log_dir: Path) -> tuple[list[Slice], int]:

@@ -1,5 +1,7 @@
 """The reference job (reference MLP, Gaussian 0.3, batch 128, Adam 1e-3, 10 epochs) two ways, side by side.
 
+Both train on all 60,000 train images and keep the last epoch (``dae-train --val-images 0``): the
+reference loop holds nothing out and selects nothing, so holding out 5,000 would be a different job.
 Each runs as a whole process, timed from launch to exit (Python start, torch import and data loading
 included): the reference tutorial's loop (``bench/reference_loop.py``) and ``dae-train``. Both models are
 then scored with the same evaluator (full MNIST test split, noise seed 1234).
@@ -66,6 +68,7 @@ def main() -> None:
     )  # fmt: skip
     dae_cmd = ["dae-train", "--dataset", "mnist", "--data-root", str(data_root), "--arch", "mlp", "--noise", "gaussian",
                "--level", "0.3", "--epochs", str(args.epochs), "--batch-size", "128", "--lr", "1e-3", "--seed", "0",
+               "--val-images", "0",
                "--device", args.device, "--out", str(work / "dae")]  # fmt: skip
     dae_s = run_process([str(Path(sys.executable).parent / "dae-train"), *dae_cmd[1:]])
 
