@@ -46,8 +46,9 @@ def main():
     parser.add_argument("--data-root", required=True)
     parser.add_argument("--out", required=True)
     parser.add_argument("--epochs", type=int, default=10)
+    parser.add_argument("--seed", type=int, default=0)  # for measuring the seed-to-seed spread
     args = parser.parse_args()
-    torch.manual_seed(0)
+    torch.manual_seed(args.seed)
 
     transform = transforms.ToTensor()
     train_data = datasets.MNIST(root=args.data_root, train=True, download=False, transform=transform)
@@ -79,7 +80,7 @@ def main():
 
     save_checkpoint(
         model, args.out, architecture="mlp", dataset="mnist", noise="gaussian", noise_level=noise_factor,
-        input_size=[28, 28], epochs=args.epochs, seed=0,
+        input_size=[28, 28], epochs=args.epochs, seed=args.seed,
         training={"command": "bench/reference_loop.py", "loop_seconds": train_s},
     )  # fmt: skip
 
