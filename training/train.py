@@ -149,7 +149,7 @@ def train(cfg: TrainConfig) -> ModelCard | None:
     per_rank_batch = max(1, cfg.batch_size // info.world_size)
     n = len(train_images) - len(train_images) % info.world_size  # equal shards keep ranks in step
     steps = -(-n // info.world_size // per_rank_batch)
-    history: list[dict[str, float]] = []
+    history: list[dict[str, float | None]] = []
     started = time.perf_counter()
     for epoch in range(start_epoch, cfg.epochs):
         for group in optimizer.param_groups:
