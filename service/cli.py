@@ -121,7 +121,7 @@ def main(argv: list[str] | None = None) -> int:
             port=settings.port,
             workers=settings.workers,
             log_config=logging_config,
-            log_level=settings.log_level.lower(),
+            log_level=settings.log_level,  # lower-cased by Settings
             access_log=False,  # the service's own access log (DAE_ACCESS_LOG) carries the request id and latency
         )
     finally:
