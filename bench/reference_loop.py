@@ -2,8 +2,9 @@
 
 torchvision's MNIST dataset with ``ToTensor``, a shuffling ``DataLoader`` of batch 128, the reference
 MLP, Adam at 1e-3, MSE loss, Gaussian noise of σ 0.3 added per batch and clamped, 10 epochs. The
-only additions are the command line and saving the weights in the project's checkpoint format, so
-the benchmark can score both models with the same evaluator.
+only additions are the command line (a seed, and optionally leaving dae-train's held-out slice out)
+and saving the weights in the project's checkpoint format, so the benchmark can score both models
+with the same evaluator.
 
     python bench/reference_loop.py --data-root DIR_WITH_MNIST_RAW --out /tmp/reference
 """
@@ -13,7 +14,7 @@ import time
 
 import torch
 from torch import nn, optim
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Subset
 from torchvision import datasets, transforms
 
 
@@ -47,11 +48,16 @@ def main():
     parser.add_argument("--out", required=True)
     parser.add_argument("--epochs", type=int, default=10)
     parser.add_argument("--seed", type=int, default=0)  # for measuring the seed-to-seed spread
+    parser.add_argument("--exclude-holdout", action="store_true")  # train_benchmark --holdout
     args = parser.parse_args()
     torch.manual_seed(args.seed)
 
     transform = transforms.ToTensor()
     train_data = datasets.MNIST(root=args.data_root, train=True, download=False, transform=transform)
+    if args.exclude_holdout:  # leave out dae-train's fixed validation slice, to score both on it
+        from training.data import holdout_split
+
+        train_data = Subset(train_data, holdout_split(len(train_data))[0].tolist())
     train_loader = DataLoader(train_data, batch_size=128, shuffle=True)
 
     model = DenoisingAutoencoder()
