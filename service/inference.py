@@ -1,7 +1,8 @@
 """One forward pass over a group of same-shaped images, on the model's device, failing only what must fail.
 
 Runs in the inference thread (never on the event loop). On CUDA the batch is staged in pinned host
-memory and copied both ways without blocking, so the copy overlaps the launch of the forward. A forward
+memory and copied both ways without blocking, so the copy overlaps the launch of the forward. With a
+bfloat16 ``dtype`` the forward runs under autocast (see ``models.device.resolve_inference_dtype``). A forward
 that raises is retried on each half of the group, down to single images: a CUDA out-of-memory error
 then costs smaller batches rather than every request, and an input that makes the model raise fails
 alone while the rest of its batch is answered.
@@ -42,10 +43,11 @@ def is_out_of_memory(exc: BaseException) -> bool:
 class InferenceRunner:
     """Runs ``model`` on stacked inputs; call ``run`` from the inference thread only."""
 
-    def __init__(self, name: str, model: nn.Module, device: torch.device) -> None:
+    def __init__(self, name: str, model: nn.Module, device: torch.device, dtype: torch.dtype = torch.float32) -> None:
         self.name = name
         self.model = model
         self.device = device
+        self.dtype = dtype  # the forward's compute precision (autocast); inputs and outputs stay float32
         self._cuda = device.type == "cuda"
 
     def run(self, inputs: list[np.ndarray]) -> list[Outcome]:
@@ -65,7 +67,8 @@ class InferenceRunner:
                 x = pinned.to(self.device, non_blocking=True)
             else:
                 x = host
-            y = self.model(x)
+            with torch.autocast(self.device.type, dtype=self.dtype, enabled=self.dtype != torch.float32):
+                y = self.model(x).float()
             mse = (y - x).square_().flatten(1).mean(dim=1)
             if self._cuda:
                 out = torch.empty(y.shape, dtype=y.dtype, pin_memory=True)

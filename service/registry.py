@@ -91,10 +91,15 @@ class ModelStore:
 
     @classmethod
     def from_loaded(
-        cls, loaded: list[tuple[nn.Module, ModelCard]], device: torch.device, default_model: str, max_batch_size: int
+        cls,
+        loaded: list[tuple[nn.Module, ModelCard]],
+        device: torch.device,
+        default_model: str,
+        max_batch_size: int,
+        dtype: torch.dtype = torch.float32,
     ) -> ModelStore:
         models = {
-            card.name: LoadedModel(card.name, model, card, InferenceRunner(card.name, model, device))
+            card.name: LoadedModel(card.name, model, card, InferenceRunner(card.name, model, device, dtype))
             for model, card in loaded
         }
         default_name = default_model

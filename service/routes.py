@@ -213,6 +213,7 @@ async def list_models(request: Request) -> ModelsResponse:
             epochs=entry.card.epochs,
             hyperparameters=entry.card.hyperparameters,
             test_metrics=entry.card.test_metrics,
+            inference_dtype=str(entry.runner.dtype).removeprefix("torch."),
             default=entry.name == store.default_name,
         )
         for entry in store.models.values()

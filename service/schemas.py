@@ -120,16 +120,20 @@ class BatchResponse(BaseModel):
 class ModelInfo(BaseModel):
     name: str = Field(examples=["conv-blind"])
     architecture: str = Field(examples=["conv"])
-    parameters: int = Field(description="number of weights", examples=[116753])
+    parameters: int = Field(description="number of weights", examples=[262297])
     input_size: list[int] | None = Field(description="[height, width], or null for any size", examples=[None])
     dataset: str = Field(examples=["mnist"])
     noise: str = Field(description="the noise it was trained on", examples=["mixed"])
     noise_level: float = Field(description="the training noise level", examples=[0.5])
-    epochs: int = Field(examples=[14])
-    hyperparameters: dict[str, object] = Field(examples=[{"channels": 16, "depth": 2}])
+    epochs: int = Field(examples=[20])
+    hyperparameters: dict[str, object] = Field(examples=[{"channels": 24, "depth": 2}])
     test_metrics: dict[str, dict[str, float]] = Field(
         description="figures on the test split by noise@level",
         examples=[{"gaussian@0.3": {"mse": 0.009, "psnr_db": 21.1, "ssim": 0.91, "noisy_psnr_db": 13.3}}],
+    )
+    inference_dtype: str = Field(
+        description="precision of the forward pass here: float32, or bfloat16 (DAE_INFERENCE_DTYPE)",
+        examples=["bfloat16"],
     )
     default: bool = Field(description="whether requests naming no model get this one", examples=[True])
 

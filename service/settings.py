@@ -57,6 +57,10 @@ class Settings(BaseSettings):
     checkpoint_dir: Path = Field(default_factory=shipped_checkpoint_dir, description="folder of *.json model cards")
     default_model: str = Field(default="conv-blind", description="model used when a request names none")
     device: str = Field(default="auto", description="auto, cpu or cuda (cuda:N)")
+    inference_dtype: Literal["auto", "float32", "bfloat16"] = Field(
+        default="auto",
+        description="forward precision; auto: bfloat16 on a CPU with native bf16 (about 2× faster), else float32",
+    )
     max_batch_size: int = Field(default=32, ge=1, le=4096, description="most images in one forward pass")
     max_batch_delay_ms: float = Field(
         default=5.0, ge=0, le=10_000, description="longest a batch waits for requests already on their way"

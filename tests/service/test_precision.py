@@ -1,0 +1,52 @@
+"""Inference precision (DAE_INFERENCE_DTYPE): bfloat16 serves the same quality as float32, and says so."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+import pytest
+import torch
+
+from models.device import resolve_inference_dtype
+from tests.conftest import FIXTURE_ROOT
+from tests.service.conftest import AppClient, png_bytes
+
+PANEL = (("gaussian", 0.3), ("salt_pepper", 0.2), ("masking", 0.3))
+
+
+def _panel_psnr(client: AppClient, model: str, files: list[tuple[str, tuple[str, bytes, str]]]) -> list[float]:
+    """Mean denoised PSNR on the fixture digits for each noise of the panel (server-side noise, fixed seed)."""
+    figures = []
+    for noise, level in PANEL:
+        fields = {"model": model, "noise": noise, "level": str(level), "seed": "7"}
+        response = client.post("/denoise/batch", files=files, data=fields)
+        assert response.status_code == 200, response.text
+        figures.append(float(np.mean([item["result"]["denoised_psnr_db"] for item in response.json()["results"]])))
+    return figures
+
+
+def test_bfloat16_inference_matches_float32_within_a_tenth_of_a_db(make_client: Callable[..., AppClient]) -> None:
+    from training.data import load_split
+
+    images, _ = load_split("mnist", "test", FIXTURE_ROOT, download=False)
+    files = [("file", (f"{i}.png", png_bytes(image.numpy()), "image/png")) for i, image in enumerate(images[:32])]
+    figures = {}
+    for dtype in ("float32", "bfloat16"):
+        client = make_client(inference_dtype=dtype)
+        models = client.get("/models").json()["models"]
+        assert {model["inference_dtype"] for model in models} == {dtype}
+        figures[dtype] = {name: _panel_psnr(client, name, files) for name in ("conv-blind", "mlp-gaussian")}
+    for name, exact in figures["float32"].items():
+        assert np.allclose(figures["bfloat16"][name], exact, atol=0.1), (name, figures)
+    assert min(figures["bfloat16"]["conv-blind"]) > 22.0  # the shipped model's quality (24-30 dB on these 32 digits)
+
+
+def test_auto_precision_is_bfloat16_only_where_the_cpu_has_it() -> None:
+    assert resolve_inference_dtype("float32", torch.device("cpu")) == torch.float32
+    assert resolve_inference_dtype("bfloat16", torch.device("cpu")) == torch.bfloat16
+    assert resolve_inference_dtype("auto", torch.device("cuda")) == torch.float32
+    native = torch.ops.mkldnn._is_mkldnn_bf16_supported()
+    assert resolve_inference_dtype("auto", torch.device("cpu")) == (torch.bfloat16 if native else torch.float32)
+    with pytest.raises(ValueError, match="auto, float32 or bfloat16"):
+        resolve_inference_dtype("float16", torch.device("cpu"))
