@@ -277,14 +277,22 @@ def wrk_version() -> str:
     return (result.stdout or result.stderr).splitlines()[0].strip()
 
 
+def serving_dtype() -> str:
+    """The precision ``dae-serve`` picks for the U-Net here by default (bfloat16 where the CPU has it)."""
+    from models.device import resolve_device, resolve_inference_dtype
+
+    return str(resolve_inference_dtype("auto", resolve_device("auto"))).removeprefix("torch.")
+
+
 def report(points: list[Point], args: argparse.Namespace, command: str) -> str:
     rows = "\n".join(format_row(point) for point in points)
     return f"""Loopback load from `wrk` (one thread, `bench/serve_post.lua`) posting a 28×28 PNG digit to
 `/denoise` with `Accept: image/png`, {args.duration:g} s per point, on the same machine as the server.
-`service` is `dae-serve` as shipped (dynamic batching, up to 32 images per forward pass); `service,
-batch 1` the same with `DAE_MAX_BATCH_SIZE=1`; `naive` the model run per request inside the endpoint
-(`bench/serve_naive.py`); `floor` decode and encode with no model (`bench/serve_floor.py`). Mean batch
-is images per forward pass, from the service's `/metrics`.
+`service` is `dae-serve` as shipped (dynamic batching, up to 32 images per forward pass, the
+U-Net's forwards in {serving_dtype()} here: `DAE_INFERENCE_DTYPE=auto`, the MLP's in float32);
+`service, batch 1` the same with `DAE_MAX_BATCH_SIZE=1`; `naive` the model run per request inside the
+endpoint in float32, as the tutorial does (`bench/serve_naive.py`); `floor` decode and encode with no
+model (`bench/serve_floor.py`). Mean batch is images per forward pass, from the service's `/metrics`.
 
 - Command: `{command}`
 - Device: {device_description("auto")}, {os.cpu_count()} cores; {wrk_version()}

@@ -22,7 +22,7 @@ from fastapi.staticfiles import StaticFiles
 from fastapi_offline import FastAPIOffline
 from starlette.middleware.cors import CORSMiddleware
 
-from models.device import resolve_device, resolve_inference_dtype
+from models.device import resolve_device
 from service import metrics
 from service.batcher import Arrivals, DynamicBatcher
 from service.errors import ServiceError
@@ -102,7 +102,6 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     previous_threads = torch.get_num_threads()
     try:
         device = resolve_device(settings.device)
-        dtype = resolve_inference_dtype(settings.inference_dtype, device)
         forwards, threads = settings.thread_plan(device.type)
         torch.set_num_threads(threads)
         loaded = load_models(settings.checkpoint_dir, device, settings.skip_bad_checkpoints)
@@ -110,7 +109,9 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         log.error("%s", exc)
         torch.set_num_threads(previous_threads)
         raise
-    store = ModelStore.from_loaded(loaded, device, settings.default_model, settings.max_batch_size, dtype)
+    store = ModelStore.from_loaded(
+        loaded, device, settings.default_model, settings.max_batch_size, settings.inference_dtype
+    )
     # The inference threads, shared by every model's batcher (Settings.thread_plan says how many, and why).
     executor = ThreadPoolExecutor(forwards, "dae-inference", initializer=torch.set_num_threads, initargs=(threads,))
     for entry in store.models.values():
@@ -130,10 +131,10 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     metrics.WORKER_UP.set(1)
     warm_up = asyncio.create_task(_warm_up(store, executor))
     log.info(
-        "loaded %d model(s) on %s in %s; %d forward(s) at once, %d thread(s) each; warming up",
+        "loaded %d model(s) on %s (%s); %d forward(s) at once, %d thread(s) each; warming up",
         len(store.models),
         device,
-        str(dtype).removeprefix("torch."),
+        ", ".join(f"{e.name} {str(e.runner.dtype).removeprefix('torch.')}" for e in store.models.values()),
         forwards,
         threads,
     )

@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from models.checkpoint import CheckpointError, ModelCard, find_checkpoints, load_checkpoint
+from models.device import resolve_inference_dtype
 from service.batcher import DynamicBatcher
 from service.errors import Unavailable, UnknownModel
 from service.inference import InferenceRunner
@@ -96,10 +97,15 @@ class ModelStore:
         device: torch.device,
         default_model: str,
         max_batch_size: int,
-        dtype: torch.dtype = torch.float32,
+        inference_dtype: str = "float32",
     ) -> ModelStore:
         models = {
-            card.name: LoadedModel(card.name, model, card, InferenceRunner(card.name, model, device, dtype))
+            card.name: LoadedModel(
+                card.name,
+                model,
+                card,
+                InferenceRunner(card.name, model, device, resolve_inference_dtype(inference_dtype, device, model)),
+            )
             for model, card in loaded
         }
         default_name = default_model

@@ -59,7 +59,7 @@ class Settings(BaseSettings):
     device: str = Field(default="auto", description="auto, cpu or cuda (cuda:N)")
     inference_dtype: Literal["auto", "float32", "bfloat16"] = Field(
         default="auto",
-        description="forward precision; auto: bfloat16 on a CPU with native bf16 (about 2× faster), else float32",
+        description="forward precision; auto: bfloat16 for conv models on a CPU with native bf16, else float32",
     )
     max_batch_size: int = Field(default=32, ge=1, le=4096, description="most images in one forward pass")
     max_batch_delay_ms: float = Field(
