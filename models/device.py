@@ -1,4 +1,4 @@
-"""Device choice shared by training and serving: CUDA where present, unless forced."""
+"""Device choice shared by training and serving: CUDA where present, unless forced; and the serving precision."""
 
 from __future__ import annotations
 
