@@ -279,9 +279,10 @@ def wrk_version() -> str:
 
 def serving_dtype() -> str:
     """The precision ``dae-serve`` picks for the U-Net here by default (bfloat16 where the CPU has it)."""
-    from models.device import resolve_device, resolve_inference_dtype
+    from models.architectures import create_model
+    from models.device import dtype_name, resolve_device, resolve_inference_dtype
 
-    return str(resolve_inference_dtype("auto", resolve_device("auto"))).removeprefix("torch.")
+    return dtype_name(resolve_inference_dtype("auto", resolve_device("auto"), create_model("conv")))
 
 
 def report(points: list[Point], args: argparse.Namespace, command: str) -> str:

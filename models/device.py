@@ -33,7 +33,12 @@ def cpu_has_native_bf16() -> bool:
         return False
 
 
-def resolve_inference_dtype(requested: str, device: torch.device, model: nn.Module | None = None) -> torch.dtype:
+def dtype_name(dtype: torch.dtype) -> str:
+    """``torch.bfloat16`` → ``bfloat16``: the spelling of ``DAE_INFERENCE_DTYPE`` and of ``/models``."""
+    return str(dtype).removeprefix("torch.")
+
+
+def resolve_inference_dtype(requested: str, device: torch.device, model: nn.Module) -> torch.dtype:
     """The precision to serve ``model`` in.
 
     ``auto`` picks bfloat16 for a convolutional model on a CPU with native bf16 (about 2× the images/s of
@@ -47,5 +52,5 @@ def resolve_inference_dtype(requested: str, device: torch.device, model: nn.Modu
         return torch.bfloat16
     if requested != "auto":
         raise ValueError(f"unknown inference dtype {requested!r}; use auto, float32 or bfloat16")
-    convolutional = model is None or any(isinstance(m, nn.Conv2d) for m in model.modules())
+    convolutional = any(isinstance(m, nn.Conv2d) for m in model.modules())
     return torch.bfloat16 if device.type == "cpu" and convolutional and cpu_has_native_bf16() else torch.float32

@@ -22,7 +22,7 @@ from fastapi.staticfiles import StaticFiles
 from fastapi_offline import FastAPIOffline
 from starlette.middleware.cors import CORSMiddleware
 
-from models.device import resolve_device
+from models.device import dtype_name, resolve_device
 from service import metrics
 from service.batcher import Arrivals, DynamicBatcher
 from service.errors import ServiceError
@@ -134,7 +134,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         "loaded %d model(s) on %s (%s); %d forward(s) at once, %d thread(s) each; warming up",
         len(store.models),
         device,
-        ", ".join(f"{e.name} {str(e.runner.dtype).removeprefix('torch.')}" for e in store.models.values()),
+        ", ".join(f"{e.name} {dtype_name(e.runner.dtype)}" for e in store.models.values()),
         forwards,
         threads,
     )

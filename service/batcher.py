@@ -219,24 +219,23 @@ class DynamicBatcher:
             task.add_done_callback(self._in_flight.discard)
 
     async def _run(self, batch: list[_Pending]) -> None:
-        released = False
-
-        def free_slot() -> None:
-            nonlocal released
-            if not released:
-                released = True
-                self._slots.release()
-
         try:
-            await self._dispatch(batch, free_slot)
+            try:
+                answered = await self._compute(batch)
+            finally:
+                # Free the thread before answering: the worker's wake-up is then queued ahead of the
+                # requests' continuations (encode, send), so the next forward starts first and overlaps
+                # their encoding instead of waiting for it.
+                self._slots.release()
+            for group, outcomes in answered:
+                self._metrics.batch_size.observe(len(group))  # images per forward pass
+                self._settle(group, outcomes)
         except asyncio.CancelledError:
             self._settle(batch, [Unavailable("the service is shutting down; retry shortly")] * len(batch))
             raise
         except Exception as exc:  # keep serving whatever went wrong with this one batch
             log.exception("batcher %s: a batch of %d failed", self.name, len(batch))
             self._settle(batch, [ServiceError(f"internal error while batching: {exc}")] * len(batch))
-        finally:
-            free_slot()
 
     async def _gather(self) -> list[_Pending]:
         batch = [await self._queue.get()]
@@ -263,9 +262,10 @@ class DynamicBatcher:
         while len(batch) < self.max_batch_size and not self._queue.empty():
             batch.append(self._queue.get_nowait())
 
-    async def _dispatch(self, batch: list[_Pending], free_slot: Callable[[], None]) -> None:
+    async def _compute(self, batch: list[_Pending]) -> list[tuple[list[_Pending], list[Outcome]]]:
+        """One forward per shape in the batch, in an inference thread; (group, its outcomes) pairs."""
         if not batch:
-            return
+            return []
         groups: dict[tuple[int, ...], list[_Pending]] = {}
         for pending in batch:
             groups.setdefault(pending.array.shape, []).append(pending)
@@ -274,14 +274,8 @@ class DynamicBatcher:
             self._metrics.queue_wait.observe(started - pending.enqueued)
         loop = asyncio.get_running_loop()
         outcomes = await loop.run_in_executor(self._executor, self._run_groups, list(groups.values()))
-        # Free the thread before answering: the worker's wake-up is then queued ahead of the requests'
-        # continuations (encode, send), so the next forward starts first and overlaps their encoding
-        # instead of waiting for it.
-        free_slot()
         self._metrics.inference_seconds.observe(time.perf_counter() - started)
-        for group, group_outcomes in zip(groups.values(), outcomes, strict=True):
-            self._metrics.batch_size.observe(len(group))  # images per forward pass
-            self._settle(group, group_outcomes)
+        return list(zip(groups.values(), outcomes, strict=True))
 
     def _run_groups(self, groups: list[list[_Pending]]) -> list[list[Outcome]]:
         """In the inference thread: one forward per shape."""

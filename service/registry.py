@@ -97,7 +97,7 @@ class ModelStore:
         device: torch.device,
         default_model: str,
         max_batch_size: int,
-        inference_dtype: str = "float32",
+        inference_dtype: str,
     ) -> ModelStore:
         models = {
             card.name: LoadedModel(

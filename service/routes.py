@@ -9,6 +9,7 @@ from typing import Any
 from fastapi import APIRouter, Request
 from fastapi.responses import FileResponse, Response
 
+from models.device import dtype_name
 from models.metrics import psnr_db_from_mse
 from service import metrics, pipeline
 from service.batcher import ArrivalToken
@@ -213,7 +214,7 @@ async def list_models(request: Request) -> ModelsResponse:
             epochs=entry.card.epochs,
             hyperparameters=entry.card.hyperparameters,
             test_metrics=entry.card.test_metrics,
-            inference_dtype=str(entry.runner.dtype).removeprefix("torch."),
+            inference_dtype=dtype_name(entry.runner.dtype),
             default=entry.name == store.default_name,
         )
         for entry in store.models.values()

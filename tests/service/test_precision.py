@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from models.architectures import create_model
-from models.device import cpu_has_native_bf16, resolve_inference_dtype
+from models.device import cpu_has_native_bf16, dtype_name, resolve_inference_dtype
 from tests.conftest import FIXTURE_ROOT
 from tests.service.conftest import AppClient, png_bytes
 
@@ -56,4 +56,4 @@ def test_auto_precision_is_bfloat16_only_for_convolutions_on_a_cpu_that_has_it(c
         resolve_inference_dtype("float16", cpu, conv)
     # The running service (DAE_INFERENCE_DTYPE=auto) says which each model got.
     served = {model["architecture"]: model["inference_dtype"] for model in client.get("/models").json()["models"]}
-    assert served == {"conv": str(native).removeprefix("torch."), "mlp": "float32"}
+    assert served == {"conv": dtype_name(native), "mlp": "float32"}
