@@ -26,6 +26,7 @@ from models.device import dtype_name, resolve_device
 from service import metrics
 from service.batcher import Arrivals, DynamicBatcher
 from service.errors import ServiceError
+from service.inference_process import InferenceProcess
 from service.logs import install_request_id_factory
 from service.middleware import ApiKeyMiddleware, ArrivalMiddleware, BodyLimitMiddleware, RequestContextMiddleware
 from service.registry import ModelStore, StartupError, load_models
@@ -102,8 +103,8 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     previous_threads = torch.get_num_threads()
     try:
         device = resolve_device(settings.device)
-        forwards, threads = settings.thread_plan(device.type)
-        torch.set_num_threads(threads)
+        plan = settings.inference_plan(device.type)
+        torch.set_num_threads(plan.torch_threads)
         loaded = load_models(settings.checkpoint_dir, device, settings.skip_bad_checkpoints)
     except (StartupError, RuntimeError) as exc:
         log.error("%s", exc)
@@ -112,8 +113,17 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     store = ModelStore.from_loaded(
         loaded, device, settings.default_model, settings.max_batch_size, settings.inference_dtype
     )
-    # The inference threads, shared by every model's batcher (Settings.thread_plan says how many, and why).
-    executor = ThreadPoolExecutor(forwards, "dae-inference", initializer=torch.set_num_threads, initargs=(threads,))
+    # The inference threads, shared by every model's batcher (Settings.inference_plan says how many, and
+    # why). With the process backend each only hands its batch to the child process and waits.
+    executor = ThreadPoolExecutor(
+        plan.in_flight, "dae-inference", initializer=torch.set_num_threads, initargs=(plan.torch_threads,)
+    )
+    process = None
+    if plan.backend == "process":
+        specs = [(entry.name, entry.model, entry.runner.dtype) for entry in store.models.values()]
+        process = InferenceProcess(specs, plan.torch_threads)
+        for entry in store.models.values():
+            entry.runner = process.runner(entry.name)
     for entry in store.models.values():
         entry.batcher = DynamicBatcher(
             entry.name,
@@ -124,19 +134,21 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
             max_queue_size=settings.max_queue_size,
             timeout_s=settings.request_timeout_s,
             arrivals=app.state.arrivals,
-            max_in_flight=forwards,
+            max_in_flight=plan.in_flight,
         )
         entry.batcher.start()
     app.state.store = store
+    app.state.inference_process = process
     metrics.WORKER_UP.set(1)
     warm_up = asyncio.create_task(_warm_up(store, executor))
     log.info(
-        "loaded %d model(s) on %s (%s); %d forward(s) at once, %d thread(s) each; warming up",
+        "loaded %d model(s) on %s (%s); forwards in %s, %d batch(es) in flight, %d torch thread(s) each; warming up",
         len(store.models),
         device,
         ", ".join(f"{e.name} {dtype_name(e.runner.dtype)}" for e in store.models.values()),
-        forwards,
-        threads,
+        "a child process" if process else "threads",
+        plan.in_flight,
+        plan.torch_threads,
     )
     try:
         yield
@@ -147,6 +159,8 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
             if entry.batcher is not None:
                 await entry.batcher.stop()
         executor.shutdown(wait=True)
+        if process is not None:
+            process.shutdown()
         app.state.store = None
         metrics.READY.set(0)
         metrics.WORKER_UP.set(0)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from typing import Protocol
 
 import numpy as np
 import torch
@@ -38,6 +39,15 @@ def is_out_of_memory(exc: BaseException) -> bool:
     if isinstance(exc, torch.OutOfMemoryError | MemoryError):
         return True
     return isinstance(exc, RuntimeError) and "can't allocate memory" in str(exc)
+
+
+class Runner(Protocol):
+    """What a batcher calls: ``InferenceRunner`` here, or ``ProcessRunner`` in the inference process."""
+
+    name: str
+    dtype: torch.dtype
+
+    def run(self, inputs: list[np.ndarray]) -> list[Outcome]: ...
 
 
 class InferenceRunner:

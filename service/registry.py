@@ -18,7 +18,7 @@ from models.checkpoint import CheckpointError, ModelCard, find_checkpoints, load
 from models.device import resolve_inference_dtype
 from service.batcher import DynamicBatcher
 from service.errors import Unavailable, UnknownModel
-from service.inference import InferenceRunner
+from service.inference import InferenceRunner, Runner
 
 log = logging.getLogger(__name__)
 
@@ -35,7 +35,7 @@ class LoadedModel:
     name: str
     model: nn.Module
     card: ModelCard
-    runner: InferenceRunner
+    runner: Runner  # an InferenceRunner, or a ProcessRunner once the inference process has the model
     batcher: DynamicBatcher | None = None
 
     @property

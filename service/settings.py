@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -78,8 +79,12 @@ class Settings(BaseSettings):
     cors_origins: Annotated[list[str], NoDecode] = Field(
         default_factory=list, description="origins allowed by CORS, comma-separated"
     )
+    inference_backend: Literal["auto", "process", "thread"] = Field(
+        default="auto",
+        description="where CPU forwards run: a child process per worker, or threads; auto: process with 2+ cores",
+    )
     inference_threads: int = Field(
-        default=0, ge=0, le=64, description="forward passes run at once per worker; 0 picks from device and cores"
+        default=0, ge=0, le=64, description="batches in flight at once per worker; 0 picks from backend, device, cores"
     )
     torch_threads: int = Field(
         default=0, ge=0, le=256, description="intra-op threads of each forward pass; 0 picks from cores"
@@ -112,15 +117,32 @@ class Settings(BaseSettings):
         # DAE_API_KEY= (set but empty) must not mean "the empty string is the key".
         return None if value == "" else value
 
-    def thread_plan(self, device_type: str) -> tuple[int, int]:
-        """(forward passes at once, torch intra-op threads for each) in one worker process.
+    def inference_plan(self, device_type: str) -> InferencePlan:
+        """Where this worker's forward passes run, how many batches are in flight, and their torch threads.
 
-        On a CPU the forwards run single-threaded side by side, one per core this worker may use: small
-        images parallelise poorly inside one convolution, and OpenMP's teams stall at every barrier when
-        the event loop takes back a core, where independent forwards just share the cores with it. Past
-        four forwards at once the batches get too small; the rest of the cores go to intra-op threads.
-        On CUDA one forward at a time keeps one worker's kernels in order on its stream.
+        On a CPU with at least two cores for this worker, in a child process (``service.inference_process``
+        says why): one forward computing and the next batch queued behind it, with every core but the
+        event loop's for its intra-op threads. With one core there is nothing to run side by side, and on
+        CUDA one worker's kernels stay in order on one stream: both use inference threads in the worker.
+        Threads on a CPU run single-threaded forwards side by side, one per core: small images
+        parallelise poorly inside one convolution, and OpenMP's teams stall at every barrier when the
+        event loop takes back a core. Past four forwards at once the batches get too small; the rest of
+        the cores go to intra-op threads.
         """
         cores = max(1, available_cores() // self.workers)
+        backend = self.inference_backend
+        if backend == "auto":
+            backend = "process" if cores >= 2 else "thread"
+        if backend == "process" and device_type == "cpu":
+            return InferencePlan("process", self.inference_threads or 2, self.torch_threads or max(1, cores - 1))
         forwards = self.inference_threads or (1 if device_type == "cuda" else min(cores, 4))
-        return forwards, self.torch_threads or max(1, cores // forwards)
+        return InferencePlan("thread", forwards, self.torch_threads or max(1, cores // forwards))
+
+
+@dataclass(frozen=True)
+class InferencePlan:
+    """``Settings.inference_plan``'s answer for one worker process."""
+
+    backend: Literal["process", "thread"]
+    in_flight: int  # batches handed to the forwards at once (inference threads)
+    torch_threads: int  # intra-op threads of each forward

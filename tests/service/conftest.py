@@ -35,6 +35,9 @@ from tests.conftest import CHECKPOINT_DIR
 
 READY_TIMEOUT_S = 60.0
 FIXED_SIZE_MODEL = "mlp-gaussian"  # the reference model, shipped first
+# Forwards in inference threads of this process, so that a test can wrap ``store.models[...].runner.model``
+# (hold a forward open, slow it, make it raise); the runner code is the same one the child process runs.
+MODELS_IN_PROCESS = {"inference_backend": "thread"}
 
 
 def shipped_models() -> list[str]:

@@ -11,7 +11,7 @@ import pytest
 
 from service import cli
 from service import settings as settings_module
-from service.settings import Settings
+from service.settings import InferencePlan, Settings
 
 
 def test_python_m_service_documents_the_flags() -> None:
@@ -65,15 +65,33 @@ def test_settings_parse_lists_and_treat_an_empty_key_as_none(monkeypatch: pytest
     assert settings.api_key is None
 
 
-def test_the_thread_plan_runs_single_threaded_forwards_side_by_side_on_a_cpu(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_inference_plan_puts_cpu_forwards_in_a_child_process_when_the_worker_has_two_cores(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     monkeypatch.setattr(settings_module, "available_cores", lambda: 2)
-    assert Settings(workers=1).thread_plan("cpu") == (2, 1)
-    assert Settings(workers=2).thread_plan("cpu") == (1, 1)
+    # One core for the event loop, one for the child's forward; the next batch waits queued behind it.
+    assert Settings(workers=1).inference_plan("cpu") == InferencePlan("process", 2, 1)
+    # One core per worker: nothing to run side by side, so no child process.
+    assert Settings(workers=2).inference_plan("cpu") == InferencePlan("thread", 1, 1)
     monkeypatch.setattr(settings_module, "available_cores", lambda: 16)
-    assert Settings(workers=1).thread_plan("cpu") == (4, 4)  # at most four forwards, the rest intra-op
-    assert Settings(workers=4).thread_plan("cpu") == (4, 1)
-    assert Settings(workers=1).thread_plan("cuda") == (1, 16)
-    assert Settings(inference_threads=3, torch_threads=2).thread_plan("cpu") == (3, 2)
+    assert Settings(workers=1).inference_plan("cpu") == InferencePlan("process", 2, 15)
+    assert Settings(workers=8).inference_plan("cpu") == InferencePlan("process", 2, 1)
+    assert Settings(workers=1).inference_plan("cuda") == InferencePlan("thread", 1, 16)  # CUDA: never a child
+    assert Settings(workers=1, inference_backend="process").inference_plan("cuda").backend == "thread"
+
+
+def test_the_thread_backend_runs_single_threaded_forwards_side_by_side_on_a_cpu(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(settings_module, "available_cores", lambda: 2)
+    assert Settings(inference_backend="thread").inference_plan("cpu") == InferencePlan("thread", 2, 1)
+    monkeypatch.setattr(settings_module, "available_cores", lambda: 16)
+    # At most four forwards at once, the rest of the cores intra-op.
+    assert Settings(inference_backend="thread").inference_plan("cpu") == InferencePlan("thread", 4, 4)
+    assert Settings(workers=4, inference_backend="thread").inference_plan("cpu") == InferencePlan("thread", 4, 1)
+    plan = Settings(inference_backend="thread", inference_threads=3, torch_threads=2).inference_plan("cpu")
+    assert plan == InferencePlan("thread", 3, 2)
+    assert Settings(inference_threads=3, torch_threads=2).inference_plan("cpu") == InferencePlan("process", 3, 2)
 
 
 def test_available_cores_honours_a_container_cpu_limit(monkeypatch: pytest.MonkeyPatch) -> None:

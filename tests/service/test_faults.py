@@ -20,7 +20,15 @@ from models.checkpoint import sha256_file
 from service import cli, pipeline
 from service.app import create_app
 from service.registry import StartupError
-from tests.service.conftest import FIXED_SIZE_MODEL, AppClient, denoise, png_bytes, settings_for, upload
+from tests.service.conftest import (
+    FIXED_SIZE_MODEL,
+    MODELS_IN_PROCESS,
+    AppClient,
+    denoise,
+    png_bytes,
+    settings_for,
+    upload,
+)
 from tests.service.test_errors import BreaksOnWhite
 
 SOURCE = "mlp-gaussian"
@@ -100,7 +108,7 @@ def test_the_apps_start_up_refuses_the_same_checkpoints(
 def test_a_forward_that_raises_is_a_500_logged_under_its_request_id_and_only_that_request_fails(
     make_client: Any, digits: list[bytes], caplog: pytest.LogCaptureFixture
 ) -> None:
-    client = make_client(max_batch_size=16)
+    client = make_client(max_batch_size=16, **MODELS_IN_PROCESS)
     entry = client.store.models[FIXED_SIZE_MODEL]
     entry.runner.model = BreaksOnWhite(entry.runner.model)
     white = png_bytes(np.full((28, 28), 255, dtype=np.uint8))

@@ -30,7 +30,7 @@ import torch
 
 from service.batcher import ArrivalToken
 from service.pipeline import Denoised, Prepared
-from tests.service.conftest import LiveServer, png_bytes
+from tests.service.conftest import MODELS_IN_PROCESS, LiveServer, png_bytes
 from tests.service.test_images import png_declaring
 from tests.service.test_server import MODEL, gate_model, metric, wait_until
 
@@ -186,7 +186,7 @@ async def _overload(url: str, clients: int, per_client: int, body: dict[str, Any
 def test_256_clients_against_a_queue_of_8_get_200s_and_503s_with_retry_after_then_readiness(
     make_server: Any, digit: bytes
 ) -> None:
-    server: LiveServer = make_server(max_queue_size=8, max_batch_size=8)
+    server: LiveServer = make_server(max_queue_size=8, max_batch_size=8, **MODELS_IN_PROCESS)
     runner = server.store.models[MODEL].runner
     runner.model = Slowed(runner.model, 0.02)
     body: dict[str, Any] = {
@@ -253,7 +253,7 @@ async def _concurrent_posts(url: str, digits: list[bytes], count: int, clients: 
 def test_clients_that_disconnect_mid_upload_or_mid_request_cost_the_others_nothing(
     make_server: Any, digits: list[bytes]
 ) -> None:
-    server: LiveServer = make_server()
+    server: LiveServer = make_server(**MODELS_IN_PROCESS)
     release = threading.Event()
     gate = gate_model(server, lambda _: release.is_set())
     head, body = multipart(digits[0])

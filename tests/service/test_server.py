@@ -22,7 +22,7 @@ import pytest
 import torch
 
 from tests.conftest import CHECKPOINT_DIR
-from tests.service.conftest import LiveServer
+from tests.service.conftest import MODELS_IN_PROCESS, LiveServer
 
 MODEL = "mlp-gaussian"
 WAIT_S = 20.0
@@ -81,7 +81,7 @@ def metric(text: str, name: str, **labels: str) -> float:
 
 def test_concurrent_clients_share_a_batch(make_server: Any, digits: list[bytes]) -> None:
     clients = 8
-    server = make_server(max_batch_size=16, max_batch_delay_ms=20)
+    server = make_server(max_batch_size=16, max_batch_delay_ms=20, **MODELS_IN_PROCESS)
     batcher = server.store.models[MODEL].batcher
     before = httpx.get(server.url + "/metrics").text
     # The first forward holds until every request has arrived, as happens under load when it takes a while.
@@ -99,7 +99,7 @@ def test_concurrent_clients_share_a_batch(make_server: Any, digits: list[bytes])
 
 
 def test_a_full_queue_answers_503_with_retry_after_then_recovers(make_server: Any, digit: bytes) -> None:
-    server = make_server(max_batch_size=1, max_queue_size=2)
+    server = make_server(max_batch_size=1, max_queue_size=2, **MODELS_IN_PROCESS)
     release = threading.Event()
     batcher = server.store.models[MODEL].batcher
     gate = gate_model(server, lambda _: release.is_set())
@@ -119,7 +119,7 @@ def test_a_full_queue_answers_503_with_retry_after_then_recovers(make_server: An
 
 
 def test_a_request_past_its_deadline_answers_504_and_the_next_is_served(make_server: Any, digit: bytes) -> None:
-    server = make_server(request_timeout_s=0.3)
+    server = make_server(request_timeout_s=0.3, **MODELS_IN_PROCESS)
     release = threading.Event()
     gate_model(server, lambda _: release.is_set())
     late = post_digit(server.url, digit)

@@ -1,0 +1,127 @@
+"""The inference process (DAE_INFERENCE_BACKEND=process, the default on a CPU with two cores or more):
+the forwards run in a child process that answers exactly as the inference threads do, shares batches,
+survives being killed at the cost of one batch, and goes away with the server."""
+
+from __future__ import annotations
+
+import asyncio
+import multiprocessing
+import os
+import re
+import signal
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+
+from service.app import create_app
+from service.inference_process import InferenceProcess
+from tests.service.conftest import AppClient, LiveServer, settings_for
+
+PROCESS = {"inference_backend": "process"}
+FIELDS = {"model": "conv-blind", "noise": "gaussian", "level": "0.4", "seed": "11"}
+
+
+def is_gone(pid: int) -> bool:
+    """True once ``pid`` has exited (a zombie not yet reaped counts as gone)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except FileNotFoundError:
+        return True
+    return state in ("Z", "X")
+
+
+def inference_process(client: AppClient | LiveServer) -> InferenceProcess:
+    process = client.app.state.inference_process
+    assert isinstance(process, InferenceProcess), "the service did not start an inference process"
+    return process
+
+
+def batch_results(client: AppClient, digits: list[bytes]) -> list[dict[str, Any]]:
+    files = [("file", (f"{i}.png", data, "image/png")) for i, data in enumerate(digits[:8])]
+    response = client.post("/denoise/batch", files=files, data=FIELDS)
+    assert response.status_code == 200, response.text
+    return [item["result"] for item in response.json()["results"]]
+
+
+def test_a_child_process_answers_exactly_as_the_inference_threads_do_and_stops_with_the_server(
+    make_client: Callable[..., AppClient], digits: list[bytes]
+) -> None:
+    threads = batch_results(make_client(inference_backend="thread"), digits)
+    client = AppClient(create_app(settings_for(**PROCESS)))
+    try:
+        client.wait_ready()
+        pid = inference_process(client).pid()
+        assert pid != os.getpid()
+        assert pid in [child.pid for child in multiprocessing.active_children()]
+        in_child = batch_results(client, digits)
+        for mine, theirs in zip(in_child, threads, strict=True):
+            assert mine["denoised_psnr_db"] > mine["noisy_psnr_db"] + 5
+            assert np.isclose(mine["denoised_psnr_db"], theirs["denoised_psnr_db"], atol=1e-4), (mine, theirs)
+            assert np.isclose(mine["reconstruction_mse"], theirs["reconstruction_mse"], rtol=1e-4)
+        png = client.post(
+            "/denoise", files={"file": ("d.png", digits[0], "image/png")}, headers={"Accept": "image/png"}
+        )
+        assert png.status_code == 200 and png.content.startswith(b"\x89PNG")
+    finally:
+        client.close()
+    deadline = time.monotonic() + 10
+    while not is_gone(pid):
+        assert time.monotonic() < deadline, "the inference process outlived the server"
+        time.sleep(0.05)
+
+
+def test_a_killed_inference_process_costs_one_batch_a_503_and_a_new_one_takes_over(
+    make_client: Callable[..., AppClient], digits: list[bytes]
+) -> None:
+    client = make_client(**PROCESS)
+    process = inference_process(client)
+    old_pid = process.pid()
+    os.kill(old_pid, signal.SIGKILL)
+    deadline = time.monotonic() + 10
+    while not is_gone(old_pid):
+        assert time.monotonic() < deadline, "SIGKILL did not stop the inference process"
+        time.sleep(0.01)
+    upload = {"file": ("d.png", digits[1], "image/png")}
+    failed = client.post("/denoise", files=upload, data=FIELDS)
+    assert failed.status_code == 503, failed.text
+    assert failed.headers["Retry-After"] == "1"
+    assert "inference process" in failed.json()["detail"]
+    assert client.get("/readyz").status_code == 200
+    answered = client.post("/denoise", files=upload, data=FIELDS)  # the next batch starts a new child
+    assert answered.status_code == 200, answered.text
+    assert answered.json()["denoised_psnr_db"] > answered.json()["noisy_psnr_db"]
+    assert process.restarts == 1
+    assert process.pid() != old_pid
+
+
+def test_concurrent_clients_share_batches_in_the_child_process(
+    make_server: Callable[..., LiveServer], digits: list[bytes]
+) -> None:
+    server = make_server(max_batch_size=16, max_batch_delay_ms=50, **PROCESS)
+    inference_process(server)
+
+    async def post_all() -> list[httpx.Response]:
+        async with httpx.AsyncClient(base_url=server.url, timeout=30) as http:
+            posts = [
+                http.post(
+                    "/denoise", files={"file": ("d.png", digits[i % 16], "image/png")}, data={"model": "conv-blind"}
+                )
+                for i in range(48)
+            ]
+            return list(await asyncio.gather(*posts))
+
+    responses = asyncio.run(post_all())
+    assert [response.status_code for response in responses] == [200] * 48
+    metrics = httpx.get(server.url + "/metrics").text
+
+    def total(name: str) -> float:
+        match = re.search(rf'^dae_batch_size_{name}\{{model="conv-blind"\}} (\S+)$', metrics, re.M)
+        assert match, metrics
+        return float(match.group(1))
+
+    images, forwards = total("sum"), total("count")
+    assert images >= 48 and forwards < images, f"{images:g} images in {forwards:g} forwards: no batch of two or more"
