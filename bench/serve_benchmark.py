@@ -7,6 +7,7 @@ number of images per forward pass read from ``/metrics``. The variants, per mode
 
 - ``service``: ``dae-serve`` as shipped (dynamic batching, ``DAE_MAX_BATCH_SIZE`` 32);
 - ``service, batch 1``: the same with ``DAE_MAX_BATCH_SIZE=1`` (batching off);
+- ``service, threads``: the same with ``DAE_INFERENCE_BACKEND=thread`` (the forwards in threads of the server);
 - ``naive``: ``bench/serve_naive.py``, the model run per request inside the endpoint;
 
 and once, ``floor``: ``bench/serve_floor.py``, decode and encode with no model (what HTTP allows here).
@@ -51,11 +52,16 @@ class Variant:
     server: str  # service, naive or floor
     model: str | None
     batch_size: int | None = None  # the service's DAE_MAX_BATCH_SIZE
+    backend: str | None = None  # the service's DAE_INFERENCE_BACKEND
 
     @property
     def label(self) -> str:
         if self.server == "service":
-            return "service" if self.batch_size is None else f"service, batch {self.batch_size}"
+            return ", ".join(
+                ["service"]
+                + ([f"batch {self.batch_size}"] if self.batch_size is not None else [])
+                + ([f"{self.backend}s"] if self.backend is not None else [])
+            )
         return self.server
 
 
@@ -84,6 +90,8 @@ def server_command(variant: Variant, port: int) -> tuple[list[str], dict[str, st
         env["DAE_DEFAULT_MODEL"] = variant.model or ""
         if variant.batch_size is not None:
             env["DAE_MAX_BATCH_SIZE"] = str(variant.batch_size)
+        if variant.backend is not None:
+            env["DAE_INFERENCE_BACKEND"] = variant.backend
         return [
             sys.executable,
             "-m",
@@ -239,12 +247,9 @@ TABLE_HEAD = (
 )
 
 
-def find(
-    points: list[Point], server: str, model: str | None, connections: int, batch: int | None = None
-) -> Point | None:
+def find(points: list[Point], variant: Variant, connections: int) -> Point | None:
     for point in points:
-        v = point.variant
-        if (v.server, v.model, v.batch_size, point.connections) == (server, model, batch, connections):
+        if point.variant == variant and point.connections == connections:
             return point
     return None
 
@@ -252,21 +257,22 @@ def find(
 def comparisons(points: list[Point]) -> list[str]:
     """The figures the serving issue sets targets for, where this run measured them."""
     lines = []
-    floor = find(points, "floor", None, 32)
+    floor = find(points, Variant("floor", None), 32)
     for model in dict.fromkeys(p.variant.model for p in points if p.variant.server == "service"):
-        batched = find(points, "service", model, 32)
+        batched = find(points, Variant("service", model), 32)
         if batched is None:
             continue
         parts = [f"mean batch {batched.mean_batch:.1f}" if batched.mean_batch else "mean batch n/a"]
         for name, other in (
-            ("batch 1", find(points, "service", model, 32, 1)),
-            ("naive", find(points, "naive", model, 32)),
+            ("batch 1", find(points, Variant("service", model, 1), 32)),
+            ("threads", find(points, Variant("service", model, backend="thread"), 32)),
+            ("naive", find(points, Variant("naive", model), 32)),
             ("floor", floor),
         ):
             if other is not None and other.requests_per_s:
                 parts.append(f"{batched.requests_per_s / other.requests_per_s:.2f}× {name}")
         parts.append(f"p99/p50 {batched.p99_ms / batched.p50_ms:.1f}")
-        if (single := find(points, "service", model, 1)) is not None:
+        if (single := find(points, Variant("service", model), 1)) is not None:
             parts.append(f"p99 at 1 connection {single.p99_ms:.2f} ms")
         lines.append(f"- `{model}`, 32 connections: " + ", ".join(parts))
     return lines
@@ -289,9 +295,11 @@ def report(points: list[Point], args: argparse.Namespace, command: str) -> str:
     rows = "\n".join(format_row(point) for point in points)
     return f"""Loopback load from `wrk` (one thread, `bench/serve_post.lua`) posting a 28×28 PNG digit to
 `/denoise` with `Accept: image/png`, {args.duration:g} s per point, on the same machine as the server.
-`service` is `dae-serve` as shipped (dynamic batching, up to 32 images per forward pass, the
-U-Net's forwards in {serving_dtype()} here: `DAE_INFERENCE_DTYPE=auto`, the MLP's in float32);
-`service, batch 1` the same with `DAE_MAX_BATCH_SIZE=1`; `naive` the model run per request inside the
+`service` is `dae-serve` as shipped (dynamic batching, up to 32 images per forward pass, the forwards
+in a child process here: `DAE_INFERENCE_BACKEND=auto`, the U-Net's in {serving_dtype()}:
+`DAE_INFERENCE_DTYPE=auto`, the MLP's in float32); `service, batch 1` the same with
+`DAE_MAX_BATCH_SIZE=1`; `service, threads` the same with the forwards in inference threads of the
+server process (`DAE_INFERENCE_BACKEND=thread`); `naive` the model run per request inside the
 endpoint in float32, as the tutorial does (`bench/serve_naive.py`); `floor` decode and encode with no
 model (`bench/serve_floor.py`). Mean batch is images per forward pass, from the service's `/metrics`.
 
@@ -323,7 +331,12 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     variants = [Variant("floor", None)]
     for model in args.models:
-        variants += [Variant("service", model), Variant("service", model, 1), Variant("naive", model)]
+        variants += [
+            Variant("service", model),
+            Variant("service", model, 1),
+            Variant("service", model, backend="thread"),
+            Variant("naive", model),
+        ]
     connections = tuple(args.connections)
     print(f"device: {device_description('auto')}, {os.cpu_count()} cores\n{TABLE_HEAD}", flush=True)
     points: list[Point] = []

@@ -38,6 +38,11 @@ def dtype_name(dtype: torch.dtype) -> str:
     return str(dtype).removeprefix("torch.")
 
 
+def is_convolutional(model: nn.Module) -> bool:
+    """Whether ``model`` has a convolution: its forward is then long enough that serving choices pay off."""
+    return any(isinstance(m, nn.Conv2d) for m in model.modules())
+
+
 def resolve_inference_dtype(requested: str, device: torch.device, model: nn.Module) -> torch.dtype:
     """The precision to serve ``model`` in.
 
@@ -52,5 +57,5 @@ def resolve_inference_dtype(requested: str, device: torch.device, model: nn.Modu
         return torch.bfloat16
     if requested != "auto":
         raise ValueError(f"unknown inference dtype {requested!r}; use auto, float32 or bfloat16")
-    convolutional = any(isinstance(m, nn.Conv2d) for m in model.modules())
-    return torch.bfloat16 if device.type == "cpu" and convolutional and cpu_has_native_bf16() else torch.float32
+    native = device.type == "cpu" and is_convolutional(model) and cpu_has_native_bf16()
+    return torch.bfloat16 if native else torch.float32

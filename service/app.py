@@ -22,7 +22,7 @@ from fastapi.staticfiles import StaticFiles
 from fastapi_offline import FastAPIOffline
 from starlette.middleware.cors import CORSMiddleware
 
-from models.device import dtype_name, resolve_device
+from models.device import dtype_name, is_convolutional, resolve_device
 from service import metrics
 from service.batcher import Arrivals, DynamicBatcher
 from service.errors import ServiceError
@@ -119,10 +119,16 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         plan.in_flight, "dae-inference", initializer=torch.set_num_threads, initargs=(plan.torch_threads,)
     )
     process = None
-    if plan.backend == "process":
-        specs = [(entry.name, entry.model, entry.runner.dtype) for entry in store.models.values()]
-        process = InferenceProcess(specs, plan.torch_threads)
-        for entry in store.models.values():
+    # Under auto only the convolutional models move to the child: an MLP's forward is shorter than the
+    # pipe's round trip, so it runs faster in a thread (1.1k against 0.9k requests/s at one connection).
+    moved = [
+        entry
+        for entry in store.models.values()
+        if plan.backend == "process" and (settings.inference_backend == "process" or is_convolutional(entry.model))
+    ]
+    if moved:
+        process = InferenceProcess([(e.name, e.model, e.runner.dtype) for e in moved], plan.torch_threads)
+        for entry in moved:
             entry.runner = process.runner(entry.name)
     for entry in store.models.values():
         entry.batcher = DynamicBatcher(
@@ -142,11 +148,10 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     metrics.WORKER_UP.set(1)
     warm_up = asyncio.create_task(_warm_up(store, executor))
     log.info(
-        "loaded %d model(s) on %s (%s); forwards in %s, %d batch(es) in flight, %d torch thread(s) each; warming up",
+        "loaded %d model(s) on %s (%s); %d batch(es) in flight, %d torch thread(s) each; warming up",
         len(store.models),
         device,
-        ", ".join(f"{e.name} {dtype_name(e.runner.dtype)}" for e in store.models.values()),
-        "a child process" if process else "threads",
+        ", ".join(f"{e.name} {dtype_name(e.runner.dtype)} in {e.runner.backend}" for e in store.models.values()),
         plan.in_flight,
         plan.torch_threads,
     )

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Literal, Protocol
 
 import numpy as np
 import torch
@@ -46,6 +46,7 @@ class Runner(Protocol):
 
     name: str
     dtype: torch.dtype
+    backend: Literal["process", "thread"]
 
     def run(self, inputs: list[np.ndarray]) -> list[Outcome]: ...
 
@@ -59,6 +60,7 @@ class InferenceRunner:
         self.device = device
         self.dtype = dtype  # the forward's compute precision (autocast); inputs and outputs stay float32
         self._cuda = device.type == "cuda"
+        self.backend: Literal["process", "thread"] = "thread"  # where run() computes (for /models)
 
     def run(self, inputs: list[np.ndarray]) -> list[Outcome]:
         """One outcome per input (all the same H×W), in order; never raises for a model's fault."""

@@ -215,6 +215,7 @@ async def list_models(request: Request) -> ModelsResponse:
             hyperparameters=entry.card.hyperparameters,
             test_metrics=entry.card.test_metrics,
             inference_dtype=dtype_name(entry.runner.dtype),
+            inference_backend=entry.runner.backend,
             default=entry.name == store.default_name,
         )
         for entry in store.models.values()

@@ -135,6 +135,11 @@ class ModelInfo(BaseModel):
         description="precision of the forward pass here: float32, or bfloat16 (DAE_INFERENCE_DTYPE)",
         examples=["bfloat16"],
     )
+    inference_backend: Literal["process", "thread"] = Field(
+        description="where its forward passes run here: the worker's inference process, or its threads "
+        "(DAE_INFERENCE_BACKEND)",
+        examples=["process"],
+    )
     default: bool = Field(description="whether requests naming no model get this one", examples=[True])
 
 

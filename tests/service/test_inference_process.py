@@ -16,7 +16,9 @@ from typing import Any
 
 import httpx
 import numpy as np
+import pytest
 
+from service import settings as settings_module
 from service.app import create_app
 from service.inference_process import InferenceProcess
 from tests.service.conftest import AppClient, LiveServer, settings_for
@@ -54,7 +56,7 @@ def test_a_child_process_answers_exactly_as_the_inference_threads_do_and_stops_w
     client = AppClient(create_app(settings_for(**PROCESS)))
     try:
         client.wait_ready()
-        pid = inference_process(client).pid()
+        pid = inference_process(client).pid
         assert pid != os.getpid()
         assert pid in [child.pid for child in multiprocessing.active_children()]
         in_child = batch_results(client, digits)
@@ -79,7 +81,7 @@ def test_a_killed_inference_process_costs_one_batch_a_503_and_a_new_one_takes_ov
 ) -> None:
     client = make_client(**PROCESS)
     process = inference_process(client)
-    old_pid = process.pid()
+    old_pid = process.pid
     os.kill(old_pid, signal.SIGKILL)
     deadline = time.monotonic() + 10
     while not is_gone(old_pid):
@@ -95,7 +97,7 @@ def test_a_killed_inference_process_costs_one_batch_a_503_and_a_new_one_takes_ov
     assert answered.status_code == 200, answered.text
     assert answered.json()["denoised_psnr_db"] > answered.json()["noisy_psnr_db"]
     assert process.restarts == 1
-    assert process.pid() != old_pid
+    assert process.pid != old_pid
 
 
 def test_concurrent_clients_share_batches_in_the_child_process(
@@ -125,3 +127,19 @@ def test_concurrent_clients_share_batches_in_the_child_process(
 
     images, forwards = total("sum"), total("count")
     assert images >= 48 and forwards < images, f"{images:g} images in {forwards:g} forwards: no batch of two or more"
+
+
+def test_models_says_where_each_model_runs_and_auto_keeps_the_mlps_in_threads(
+    make_client: Callable[..., AppClient], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(settings_module, "available_cores", lambda: 2)
+
+    def backends(client: AppClient) -> dict[str, str]:
+        return {m["architecture"]: m["inference_backend"] for m in client.get("/models").json()["models"]}
+
+    # auto: an MLP's forward is shorter than the pipe's round trip, so only the U-Nets go to the child.
+    assert backends(make_client(inference_backend="auto")) == {"conv": "process", "mlp": "thread"}
+    assert backends(make_client(inference_backend="process")) == {"conv": "process", "mlp": "process"}
+    thread_client = make_client(inference_backend="thread")
+    assert backends(thread_client) == {"conv": "thread", "mlp": "thread"}
+    assert thread_client.app.state.inference_process is None
