@@ -5,7 +5,9 @@ thread take turns at one GIL, and every operator of a U-Net forward (about forty
 turn. Measured here, the same bfloat16 forward took 0.9–1.0 ms per image inside the server against
 0.62 ms alone, and the service topped out near 0.33× the no-model floor; with the forwards in a child
 process it reached 0.4–0.45× (docs/benchmarks.md). Batches cross a pipe: a batch of 32 digits is 100 KB,
-a few tens of microseconds to send, against milliseconds of forward.
+a few tens of microseconds to send, against milliseconds of forward. What crosses the pipe is pickled
+(arrays, outcomes), but only this server and the child it spawned ever write to it: a client's bytes
+are decoded to an array before they get here.
 
 The child is spawned, never forked (a fork would copy the parent's OpenMP and event-loop threads in
 whatever state they were in), and holds a copy of every model. The server's inference threads each send
