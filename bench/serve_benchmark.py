@@ -30,7 +30,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -214,19 +214,25 @@ def batch_totals(url: str, model: str) -> tuple[float, float]:
 
 
 def measure(
-    variant: Variant, connections: tuple[int, ...], duration_s: float, repeats: int, image: Path, log_dir: Path
+    variants: list[Variant], connections: tuple[int, ...], duration_s: float, repeats: int, image: Path, log_dir: Path
 ) -> list[Point]:
-    """Each number of connections ``repeats`` times against one server; the run with the most requests/s
-    is the point (timeit's rule: interference from the rest of the machine only ever slows a run)."""
-    points = []
-    with running(variant, log_dir) as url:
-        run_wrk(url, 8, min(2.0, duration_s), image, variant.model)  # warm the caches and the allocator
-        for n in connections:
-            runs = [measure_once(url, variant, n, duration_s, image) for _ in range(repeats)]
-            point = max(runs, key=lambda run: run.requests_per_s)
-            print(format_row(point), flush=True)
-            points.append(point)
-    return points
+    """Every variant's server up at once, then ``repeats`` rounds, each measuring every variant at every
+    number of connections in turn; a point is the variant's fastest run at that number (timeit's rule:
+    interference from the rest of the machine only ever slows a run). Interleaving spreads a stretch of
+    interference over all the variants instead of landing it on whichever was running then."""
+    with ExitStack() as servers:
+        urls = {variant: servers.enter_context(running(variant, log_dir)) for variant in variants}
+        for variant, url in urls.items():
+            run_wrk(url, 8, min(2.0, duration_s), image, variant.model)  # warm the caches and the allocator
+        best: dict[tuple[Variant, int], Point] = {}
+        for round_number in range(1, repeats + 1):
+            for n in connections:
+                for variant, url in urls.items():
+                    run = measure_once(url, variant, n, duration_s, image)
+                    print(f"round {round_number}: " + format_row(run), flush=True)
+                    if (variant, n) not in best or run.requests_per_s > best[variant, n].requests_per_s:
+                        best[variant, n] = run
+    return [best[variant, n] for variant in variants for n in connections]
 
 
 def measure_once(url: str, variant: Variant, connections: int, duration_s: float, image: Path) -> Point:
@@ -326,9 +332,10 @@ def serving_dtype() -> str:
 def report(points: list[Point], args: argparse.Namespace, command: str, speedups: list[float]) -> str:
     rows = "\n".join(format_row(point) for point in points)
     return f"""Loopback load from `wrk` (one thread, `bench/serve_post.lua`) posting a 28×28 PNG digit to
-`/denoise` with `Accept: image/png` on the same machine as the server; each point is the fastest of
-{args.repeats} runs of {args.duration:g} s against one server (this VM sometimes gives its processes
-about one core's worth of time, which the two-process service feels and the one-process floor does not).
+`/denoise` with `Accept: image/png` on the same machine as the server. Every server runs at once and
+each round measures them all in turn at each number of connections; a point is the fastest of
+{args.repeats} rounds' runs of {args.duration:g} s (this VM sometimes gives its processes about one core's worth
+of time for a stretch, which the two-process service feels and the one-process floor does not).
 `service` is `dae-serve` as shipped (dynamic batching, up to 32 images per forward pass, the forwards
 in a child process here: `DAE_INFERENCE_BACKEND=auto`, the U-Net's in {serving_dtype()}:
 `DAE_INFERENCE_DTYPE=auto`, the MLP's in float32); `service, batch 1` the same with
@@ -375,12 +382,10 @@ def main(argv: list[str] | None = None) -> int:
     connections = tuple(args.connections)
     speedups = [parallel_speedup()]
     print(f"device: {device_description('auto')}, {os.cpu_count()} cores; parallel speed-up {speedups[0]:.2f}")
-    print(TABLE_HEAD, flush=True)
-    points: list[Point] = []
     with tempfile.TemporaryDirectory(prefix="serve-bench-") as log_dir:
-        for variant in variants:
-            points += measure(variant, connections, args.duration, args.repeats, args.image, Path(log_dir))
+        points = measure(variants, connections, args.duration, args.repeats, args.image, Path(log_dir))
     speedups.append(parallel_speedup())
+    print(TABLE_HEAD + "\n" + "\n".join(format_row(point) for point in points))
     print("\n".join(comparisons(points)))
     if not args.no_write:
         command = "python -m bench.serve_benchmark" + (
