@@ -93,8 +93,10 @@ class InferenceProcess:
         return ours, process
 
     @property
-    def pid(self) -> int | None:
-        return self._process.pid
+    def pid(self) -> int:
+        pid = self._process.pid
+        assert pid is not None, "the child has started"  # _start starts it before anyone can ask
+        return pid
 
     def runner(self, name: str) -> ProcessRunner:
         return ProcessRunner(name, self._dtypes[name], self)

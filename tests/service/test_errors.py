@@ -9,7 +9,15 @@ import numpy as np
 import pytest
 import torch
 
-from tests.service.conftest import FIXED_SIZE_MODEL, MODELS_IN_PROCESS, AppClient, denoise, png_bytes, upload
+from tests.service.conftest import (
+    FIXED_SIZE_MODEL,
+    MODELS_IN_PROCESS,
+    AppClient,
+    denoise,
+    png_bytes,
+    runner_in_process,
+    upload,
+)
 
 
 def test_batch_refuses_more_files_than_allowed(make_client: Any, digit: bytes) -> None:
@@ -135,8 +143,8 @@ def test_a_model_that_raises_fails_only_that_image_and_the_service_goes_on(
     make_client: Any, digits: list[bytes]
 ) -> None:
     client = make_client(**MODELS_IN_PROCESS)
-    entry = client.store.models[FIXED_SIZE_MODEL]
-    entry.runner.model = BreaksOnWhite(entry.runner.model)
+    runner = runner_in_process(client.store, FIXED_SIZE_MODEL)
+    runner.model = BreaksOnWhite(runner.model)
     white = png_bytes(np.full((28, 28), 255, dtype=np.uint8))
     named = (("a", digits[0]), ("white", white), ("b", digits[1]))
     files = [("file", (name, data, "image/png")) for name, data in named]

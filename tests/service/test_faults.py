@@ -26,6 +26,7 @@ from tests.service.conftest import (
     AppClient,
     denoise,
     png_bytes,
+    runner_in_process,
     settings_for,
     upload,
 )
@@ -109,8 +110,8 @@ def test_a_forward_that_raises_is_a_500_logged_under_its_request_id_and_only_tha
     make_client: Any, digits: list[bytes], caplog: pytest.LogCaptureFixture
 ) -> None:
     client = make_client(max_batch_size=16, **MODELS_IN_PROCESS)
-    entry = client.store.models[FIXED_SIZE_MODEL]
-    entry.runner.model = BreaksOnWhite(entry.runner.model)
+    runner = runner_in_process(client.store, FIXED_SIZE_MODEL)
+    runner.model = BreaksOnWhite(runner.model)
     white = png_bytes(np.full((28, 28), 255, dtype=np.uint8))
 
     def post(data: bytes, request_id: str) -> Any:

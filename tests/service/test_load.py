@@ -30,7 +30,7 @@ import torch
 
 from service.batcher import ArrivalToken
 from service.pipeline import Denoised, Prepared
-from tests.service.conftest import MODELS_IN_PROCESS, LiveServer, png_bytes
+from tests.service.conftest import MODELS_IN_PROCESS, LiveServer, png_bytes, runner_in_process
 from tests.service.test_images import png_declaring
 from tests.service.test_server import MODEL, gate_model, metric, wait_until
 
@@ -187,7 +187,7 @@ def test_256_clients_against_a_queue_of_8_get_200s_and_503s_with_retry_after_the
     make_server: Any, digit: bytes
 ) -> None:
     server: LiveServer = make_server(max_queue_size=8, max_batch_size=8, **MODELS_IN_PROCESS)
-    runner = server.store.models[MODEL].runner
+    runner = runner_in_process(server.store, MODEL)
     runner.model = Slowed(runner.model, 0.02)
     body: dict[str, Any] = {
         "files": {"file": ("d.png", digit, "image/png")},

@@ -22,7 +22,7 @@ import pytest
 import torch
 
 from tests.conftest import CHECKPOINT_DIR
-from tests.service.conftest import MODELS_IN_PROCESS, LiveServer
+from tests.service.conftest import MODELS_IN_PROCESS, LiveServer, runner_in_process
 
 MODEL = "mlp-gaussian"
 WAIT_S = 20.0
@@ -49,7 +49,7 @@ class Gate(torch.nn.Module):
 
 
 def gate_model(server: LiveServer, ready: Callable[[int], bool]) -> Gate:
-    runner = server.store.models[MODEL].runner
+    runner = runner_in_process(server.store, MODEL)
     gate = Gate(runner.model, ready)
     runner.model = gate
     return gate
