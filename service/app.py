@@ -27,7 +27,7 @@ from service import metrics
 from service.batcher import Arrivals, DynamicBatcher
 from service.errors import ServiceError
 from service.inference_process import InferenceProcess
-from service.logs import install_request_id_factory
+from service.logs import install_request_id_factory, log_config
 from service.middleware import ApiKeyMiddleware, ArrivalMiddleware, BodyLimitMiddleware, RequestContextMiddleware
 from service.registry import ModelStore, StartupError, load_models
 from service.routes import BATCHING_PATHS, STATIC_DIR, router
@@ -127,7 +127,12 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         if plan.backend == "process" and (settings.inference_backend == "process" or is_convolutional(entry.model))
     ]
     if moved:
-        process = InferenceProcess([(e.name, e.model, e.runner.dtype) for e in moved], plan.torch_threads)
+        process = InferenceProcess(
+            [(e.name, e.model, e.runner.dtype) for e in moved],
+            plan.torch_threads,
+            batch_timeout_s=settings.request_timeout_s,
+            logging_config=log_config(settings.log_level, settings.log_format),
+        )
         for entry in moved:
             entry.runner = process.runner(entry.name)
     for entry in store.models.values():

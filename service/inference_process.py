@@ -20,13 +20,14 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import logging.config
 import multiprocessing
 import signal
 import threading
 from collections.abc import Iterable
 from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -38,15 +39,23 @@ from service.inference import InferenceRunner, Outcome
 log = logging.getLogger(__name__)
 
 ModelSpec = tuple[str, nn.Module, torch.dtype]  # (name, model, forward dtype), as the child rebuilds a runner
+READY = "ready"  # the child's first message, once its models are loaded
+# How long a new child may take to import torch and build its models (seconds here) before it counts as stuck.
+CHILD_START_TIMEOUT_S = 120.0
 
 
-def _serve_in_child(connection: Connection, specs: list[ModelSpec], threads: int) -> None:
+def _serve_in_child(
+    connection: Connection, specs: list[ModelSpec], threads: int, logging_config: dict[str, Any] | None
+) -> None:
     """The child's whole life: build a runner per model, then answer batches until told to stop."""
     # Ctrl+C reaches the whole process group; the server stops the child itself, after its last batch.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if logging_config:  # the server's format and level, so the child's lines read like the server's
+        logging.config.dictConfig(logging_config)
     torch.set_num_threads(threads)
     cpu = torch.device("cpu")
     runners = {name: InferenceRunner(name, model, cpu, dtype) for name, model, dtype in specs}
+    connection.send(READY)
     while True:
         try:
             message = connection.recv()
@@ -70,13 +79,22 @@ class InferenceProcess:
     0.87 with threads). A pipe that the inference thread writes and reads itself is one round trip.
     """
 
-    def __init__(self, specs: Iterable[ModelSpec], torch_threads: int) -> None:
+    def __init__(
+        self,
+        specs: Iterable[ModelSpec],
+        torch_threads: int,
+        batch_timeout_s: float,
+        logging_config: dict[str, Any] | None = None,
+    ) -> None:
         self._specs = list(specs)
         self._dtypes = {name: dtype for name, _, dtype in self._specs}
         self._torch_threads = torch_threads
+        self._batch_timeout_s = batch_timeout_s
+        self._logging_config = logging_config
         # One batch on the pipe at a time: the next inference thread waits here with its batch ready.
         self._lock = threading.Lock()
         self._connection, self._process = self._start()
+        self._started = False  # whether the current child has said READY
         self.restarts = 0
 
     def _start(self) -> tuple[Connection, BaseProcess]:
@@ -84,7 +102,7 @@ class InferenceProcess:
         ours, theirs = context.Pipe()
         process = context.Process(
             target=_serve_in_child,
-            args=(theirs, self._specs, self._torch_threads),
+            args=(theirs, self._specs, self._torch_threads, self._logging_config),
             name="dae-inference",
             daemon=True,  # never outlives the server, however the server ends
         )
@@ -105,19 +123,32 @@ class InferenceProcess:
         """Blocks the calling (inference) thread until the child answers; never raises for the child's death."""
         with self._lock:
             try:
-                self._connection.send((name, np.stack(inputs)))
-                outcomes: list[Outcome] = self._connection.recv()
-                return outcomes
+                if not self._started and not self._wait_until_ready():
+                    self._restart(f"did not start within {CHILD_START_TIMEOUT_S:g} s")
+                else:
+                    self._connection.send((name, np.stack(inputs)))
+                    # A batch that takes longer than a request's whole deadline has a stuck child (every
+                    # request in it has had its 504 already): replace it rather than wait on it for ever.
+                    if self._connection.poll(self._batch_timeout_s):
+                        outcomes: list[Outcome] = self._connection.recv()
+                        return outcomes
+                    self._restart(f"gave no answer in {self._batch_timeout_s:g} s")
             except (EOFError, OSError):
-                self._restart()
+                self._restart("died")
         return [Unavailable("the inference process stopped and was restarted; retry")] * len(inputs)
 
-    def _restart(self) -> None:
-        log.error("the inference process (pid %s) died; starting a new one", self._process.pid)
+    def _wait_until_ready(self) -> bool:
+        """Wait for a new child's READY (importing torch takes seconds, no batch deadline applies to it)."""
+        self._started = self._connection.poll(CHILD_START_TIMEOUT_S) and self._connection.recv() == READY
+        return self._started
+
+    def _restart(self, why: str) -> None:
+        log.error("the inference process (pid %s) %s; starting a new one", self._process.pid, why)
         self._process.kill()
         self._process.join()
         self._connection.close()
         self._connection, self._process = self._start()
+        self._started = False
         self.restarts += 1
 
     def shutdown(self) -> None:

@@ -1,6 +1,6 @@
 """The inference process (DAE_INFERENCE_BACKEND=process, the default on a CPU with two cores or more):
 the forwards run in a child process that answers exactly as the inference threads do, shares batches,
-survives being killed at the cost of one batch, and goes away with the server."""
+survives being killed or getting stuck at the cost of one batch, and goes away with the server."""
 
 from __future__ import annotations
 
@@ -17,9 +17,13 @@ from typing import Any
 import httpx
 import numpy as np
 import pytest
+import torch
+from torch import nn
 
 from service import settings as settings_module
 from service.app import create_app
+from service.errors import Unavailable
+from service.inference import Prediction
 from service.inference_process import InferenceProcess
 from tests.service.conftest import AppClient, LiveServer, settings_for
 
@@ -143,3 +147,28 @@ def test_models_says_where_each_model_runs_and_auto_keeps_the_mlps_in_threads(
     thread_client = make_client(inference_backend="thread")
     assert backends(thread_client) == {"conv": "thread", "mlp": "thread"}
     assert thread_client.app.state.inference_process is None
+
+
+class StallsOnWhite(nn.Module):
+    """The identity, except that an all-white batch never finishes: a forward stuck for good."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if bool((x >= 1).all()):
+            time.sleep(3600)
+        return x
+
+
+def test_a_stuck_inference_process_is_replaced_once_a_batch_outlives_the_request_deadline() -> None:
+    process = InferenceProcess([("stall", StallsOnWhite(), torch.float32)], torch_threads=1, batch_timeout_s=1.0)
+    try:
+        grey = [np.full((28, 28), 0.5, dtype=np.float32)]
+        (first,) = process.run("stall", grey)  # waits for the child to start: no deadline on that
+        assert isinstance(first, Prediction) and np.allclose(first.output, 0.5)
+        stuck_pid = process.pid
+        (stuck,) = process.run("stall", [np.ones((28, 28), dtype=np.float32)])
+        assert isinstance(stuck, Unavailable) and stuck.status_code == 503
+        assert process.restarts == 1 and process.pid != stuck_pid and is_gone(stuck_pid)
+        (after,) = process.run("stall", grey)
+        assert isinstance(after, Prediction) and np.allclose(after.output, 0.5)
+    finally:
+        process.shutdown()
