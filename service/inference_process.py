@@ -12,8 +12,8 @@ are decoded to an array before they get here.
 The child is spawned, never forked (a fork would copy the parent's OpenMP and event-loop threads in
 whatever state they were in), and holds a copy of every model. The server's inference threads each send
 one batch down the pipe and wait for the answer, so with two of them one batch computes while the next
-waits ready behind it. If the child dies (killed, or out of memory), the batch it had fails with 503 and
-a new child takes over at once.
+waits ready behind it. If the child dies (killed, or out of memory) or a batch outlasts the request
+deadline (a stuck child), the batch it had fails with 503 and a new child takes over at once.
 """
 
 from __future__ import annotations
