@@ -109,7 +109,8 @@ def test_stop_grace_period_covers_the_request_deadline(api: dict[str, Any]) -> N
 
 
 def test_api_settings_are_the_services_own_with_its_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Every DAE_ variable compose passes is a setting, and its default there is the service's default."""
+    """Every DAE_ variable compose passes is a setting, every tunable setting is passed, and its default
+    there is the service's default."""
     environment = load_compose(COMPOSE)["services"]["api"]["environment"]
     assert isinstance(environment, dict)
     defaults: dict[str, str] = {}
@@ -120,6 +121,9 @@ def test_api_settings_are_the_services_own_with_its_defaults(monkeypatch: pytest
         match = re.fullmatch(r"\$\{" + name + r":-(.*)\}", str(value))
         assert match, f"{name}: expected ${{{name}:-default}} so the shell or .env can set it"
         defaults[name] = match.group(1)
+    # Every tunable reaches the container; where it listens and reads checkpoints is the image's business.
+    passed = {name.removeprefix(ENV_PREFIX).lower() for name in environment}
+    assert set(Settings.model_fields) - passed == {"checkpoint_dir", "host", "port"}
     for name in [name for name in list(os.environ) if name.startswith(ENV_PREFIX)]:
         monkeypatch.delenv(name)
     service_defaults = Settings()
