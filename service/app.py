@@ -31,7 +31,7 @@ from service.logs import install_request_id_factory, log_config
 from service.middleware import ApiKeyMiddleware, ArrivalMiddleware, BodyLimitMiddleware, RequestContextMiddleware
 from service.registry import ModelStore, StartupError, load_models
 from service.routes import BATCHING_PATHS, STATIC_DIR, router
-from service.settings import Settings
+from service.settings import InferencePlan, Settings
 
 log = logging.getLogger("service")
 
@@ -93,6 +93,30 @@ async def _warm_up(store: ModelStore, executor: ThreadPoolExecutor) -> None:
     log.info("ready: %s (default %s)", ", ".join(store.models), store.default_name)
 
 
+def _start_inference_process(store: ModelStore, settings: Settings, plan: InferencePlan) -> InferenceProcess | None:
+    """Hand the models that belong in the child process to one, and their runners to it; None if none do.
+
+    Under auto only the convolutional models move: an MLP's forward is shorter than the pipe's round
+    trip, so it runs faster in a thread (1.1k against 0.9k requests/s at one connection).
+    """
+    moved = [
+        entry
+        for entry in store.models.values()
+        if settings.inference_backend == "process" or is_convolutional(entry.model)
+    ]
+    if not moved:
+        return None
+    process = InferenceProcess(
+        [(entry.name, entry.model, entry.runner.dtype) for entry in moved],
+        plan.torch_threads,
+        batch_timeout_s=settings.request_timeout_s,
+        logging_config=log_config(settings.log_level, settings.log_format),
+    )
+    for entry in moved:
+        entry.runner = process.runner(entry.name)
+    return process
+
+
 @asynccontextmanager
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     """Load every checkpoint (a bad one stops start-up), start one batcher per model, warm up in the background.
@@ -118,23 +142,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     executor = ThreadPoolExecutor(
         plan.in_flight, "dae-inference", initializer=torch.set_num_threads, initargs=(plan.torch_threads,)
     )
-    process = None
-    # Under auto only the convolutional models move to the child: an MLP's forward is shorter than the
-    # pipe's round trip, so it runs faster in a thread (1.1k against 0.9k requests/s at one connection).
-    moved = [
-        entry
-        for entry in store.models.values()
-        if plan.backend == "process" and (settings.inference_backend == "process" or is_convolutional(entry.model))
-    ]
-    if moved:
-        process = InferenceProcess(
-            [(e.name, e.model, e.runner.dtype) for e in moved],
-            plan.torch_threads,
-            batch_timeout_s=settings.request_timeout_s,
-            logging_config=log_config(settings.log_level, settings.log_format),
-        )
-        for entry in moved:
-            entry.runner = process.runner(entry.name)
+    process = _start_inference_process(store, settings, plan) if plan.backend == "process" else None
     for entry in store.models.values():
         entry.batcher = DynamicBatcher(
             entry.name,

@@ -54,13 +54,14 @@ class Runner(Protocol):
 class InferenceRunner:
     """Runs ``model`` on stacked inputs; call ``run`` from the inference thread only."""
 
+    backend: Literal["process", "thread"] = "thread"  # where run() computes, for /models
+
     def __init__(self, name: str, model: nn.Module, device: torch.device, dtype: torch.dtype = torch.float32) -> None:
         self.name = name
         self.model = model
         self.device = device
         self.dtype = dtype  # the forward's compute precision (autocast); inputs and outputs stay float32
         self._cuda = device.type == "cuda"
-        self.backend: Literal["process", "thread"] = "thread"  # where run() computes (for /models)
 
     def run(self, inputs: list[np.ndarray]) -> list[Outcome]:
         """One outcome per input (all the same H×W), in order; never raises for a model's fault."""

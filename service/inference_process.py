@@ -165,11 +165,12 @@ class InferenceProcess:
 class ProcessRunner:
     """A model's runner whose forwards happen in the ``InferenceProcess``; same ``run`` as ``InferenceRunner``."""
 
+    backend: Literal["process", "thread"] = "process"
+
     def __init__(self, name: str, dtype: torch.dtype, process: InferenceProcess) -> None:
         self.name = name
         self.dtype = dtype
         self.process = process
-        self.backend: Literal["process", "thread"] = "process"
 
     def run(self, inputs: list[np.ndarray]) -> list[Outcome]:
         return self.process.run(self.name, inputs)
