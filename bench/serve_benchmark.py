@@ -313,7 +313,7 @@ def wrk_version() -> str:
 
 
 def served_in_a_process(model: str) -> bool:
-    """Whether ``dae-serve`` (DAE_INFERENCE_BACKEND=auto) runs ``model`` in its inference process."""
+    """Whether ``dae-serve`` (DAE_INFERENCE_BACKEND=auto, two cores or more) runs ``model`` in its inference process."""
     from models.checkpoint import load_checkpoint
     from models.device import is_convolutional
     from service.settings import shipped_checkpoint_dir
