@@ -276,6 +276,10 @@ TABLE_HEAD = (
 )
 
 
+def table(points: list[Point]) -> str:
+    return TABLE_HEAD + "\n" + "\n".join(format_row(point) for point in points)
+
+
 def find(points: list[Point], variant: Variant, connections: int) -> Point | None:
     for point in points:
         if point.variant == variant and point.connections == connections:
@@ -330,7 +334,6 @@ def serving_dtype() -> str:
 
 
 def report(points: list[Point], args: argparse.Namespace, command: str, speedups: list[float]) -> str:
-    rows = "\n".join(format_row(point) for point in points)
     return f"""Loopback load from `wrk` (one thread, `bench/serve_post.lua`) posting a 28×28 PNG digit to
 `/denoise` with `Accept: image/png` on the same machine as the server. Every server runs at once and
 each round measures them all in turn at each number of connections; a point is the fastest of
@@ -351,8 +354,7 @@ model (`bench/serve_floor.py`). Mean batch is images per forward pass, from the 
   {speedups[0]:.2f}, {speedups[-1]:.2f}
 - Measured: {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC
 
-{TABLE_HEAD}
-{rows}
+{table(points)}
 
 {chr(10).join(comparisons(points))}
 """
@@ -360,7 +362,9 @@ model (`bench/serve_floor.py`). Mean batch is images per forward pass, from the 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
-    parser.add_argument("--duration", type=float, default=5.0, help="seconds of load per run (default 5)")
+    parser.add_argument(
+        "--duration", type=int, default=5, help="whole seconds of load per run (wrk takes no fractions; default 5)"
+    )
     parser.add_argument("--repeats", type=int, default=3, help="runs per point, the fastest kept (default 3)")
     parser.add_argument("--connections", type=int, nargs="+", default=list(CONNECTIONS))
     parser.add_argument("--models", nargs="+", default=list(MODELS))
@@ -386,7 +390,7 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="serve-bench-") as log_dir:
         points = measure(variants, connections, args.duration, args.repeats, args.image, Path(log_dir))
     speedups.append(parallel_speedup())
-    print(TABLE_HEAD + "\n" + "\n".join(format_row(point) for point in points))
+    print(table(points))
     print("\n".join(comparisons(points)))
     if not args.no_write:
         command = "python -m bench.serve_benchmark" + (

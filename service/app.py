@@ -26,7 +26,7 @@ from models.device import dtype_name, is_convolutional, resolve_device
 from service import metrics
 from service.batcher import Arrivals, DynamicBatcher
 from service.errors import ServiceError
-from service.inference_process import InferenceProcess
+from service.inference_process import InferenceProcess, ProcessRunner
 from service.logs import install_request_id_factory, log_config
 from service.middleware import ApiKeyMiddleware, ArrivalMiddleware, BodyLimitMiddleware, RequestContextMiddleware
 from service.registry import ModelStore, StartupError, load_models
@@ -113,7 +113,7 @@ def _start_inference_process(store: ModelStore, settings: Settings, plan: Infere
         logging_config=log_config(settings.log_level, settings.log_format),
     )
     for entry in moved:
-        entry.runner = process.runner(entry.name)
+        entry.runner = ProcessRunner(entry.name, entry.runner.dtype, process)
     return process
 
 

@@ -72,7 +72,7 @@ def _serve_in_child(
 
 
 class InferenceProcess:
-    """The child process and its models; ``runner(name)`` is what a model's batcher calls.
+    """The child process and its models; a ``ProcessRunner`` per model is what that model's batcher calls.
 
     Why not ``ProcessPoolExecutor``: it hands every call through a manager thread and a queue feeder
     thread, and those wake-ups cost 0.6 ms a request here (the MLP at one connection: 1.54 ms against
@@ -87,7 +87,6 @@ class InferenceProcess:
         logging_config: dict[str, Any] | None = None,
     ) -> None:
         self._specs = list(specs)
-        self._dtypes = {name: dtype for name, _, dtype in self._specs}
         self._torch_threads = torch_threads
         self._batch_timeout_s = batch_timeout_s
         self._logging_config = logging_config
@@ -115,9 +114,6 @@ class InferenceProcess:
         pid = self._process.pid
         assert pid is not None, "the child has started"  # _start starts it before anyone can ask
         return pid
-
-    def runner(self, name: str) -> ProcessRunner:
-        return ProcessRunner(name, self._dtypes[name], self)
 
     def run(self, name: str, inputs: list[np.ndarray]) -> list[Outcome]:
         """Blocks the calling (inference) thread until the child answers; never raises for the child's death."""
