@@ -22,7 +22,9 @@ $(VENV)/.installed-dev: pyproject.toml | $(BIN)/python
 serve: $(VENV)/.installed
 	$(BIN)/dae-serve
 
+# The suite drives Debian's chromium and docker-compose too: installed when missing (as root), else named.
 test: $(VENV)/.installed-dev
+	bash scripts/install-test-tools.sh
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/pytest

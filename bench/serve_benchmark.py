@@ -35,6 +35,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
+import torch
 
 from bench.common import device_description, write_section
 
@@ -288,7 +289,8 @@ def find(points: list[Point], variant: Variant, connections: int) -> Point | Non
 
 
 def comparisons(points: list[Point]) -> list[str]:
-    """The figures the serving issue sets targets for, where this run measured them."""
+    """The ratios a reader compares, where this run measured them: at 32 connections the service against each
+    peer, and at every connection count the service against the naive peer (what batching costs when idle)."""
     lines = []
     floor = find(points, Variant("floor", None), 32)
     for model in dict.fromkeys(p.variant.model for p in points if p.variant.server == "service"):
@@ -308,6 +310,16 @@ def comparisons(points: list[Point]) -> list[str]:
         if (single := find(points, Variant("service", model), 1)) is not None:
             parts.append(f"p99 at 1 connection {single.p99_ms:.2f} ms")
         lines.append(f"- `{model}`, 32 connections: " + ", ".join(parts))
+        against_naive = []
+        for connections in sorted({p.connections for p in points}):
+            service, naive = (
+                find(points, Variant("service", model), connections),
+                find(points, Variant("naive", model), connections),
+            )
+            if service is not None and naive is not None and naive.requests_per_s:
+                against_naive.append(f"{service.requests_per_s / naive.requests_per_s:.2f}× at {connections}")
+        if against_naive:
+            lines.append(f"- `{model}`, service / naive by connections: " + ", ".join(against_naive))
     return lines
 
 
@@ -317,20 +329,22 @@ def wrk_version() -> str:
 
 
 def served_in_a_process(model: str) -> bool:
-    """Whether ``dae-serve`` (DAE_INFERENCE_BACKEND=auto, two cores or more) runs ``model`` in its inference process."""
+    """Whether ``dae-serve`` (DAE_INFERENCE_BACKEND=auto, on this machine) runs ``model`` in its inference process."""
     from models.checkpoint import load_checkpoint
-    from models.device import is_convolutional
+    from service.placement import available_cores, serving_backend
     from service.settings import shipped_checkpoint_dir
 
-    return is_convolutional(load_checkpoint(shipped_checkpoint_dir() / f"{model}.json")[0])
+    net = load_checkpoint(shipped_checkpoint_dir() / f"{model}.json")[0]
+    return serving_backend("auto", torch.device("cpu"), net, available_cores()) == "process"
 
 
 def serving_dtype() -> str:
     """The precision ``dae-serve`` picks for the U-Net here by default (bfloat16 where the CPU has it)."""
     from models.architectures import create_model
-    from models.device import dtype_name, resolve_device, resolve_inference_dtype
+    from models.device import dtype_name
+    from service.placement import serving_dtype as placed_dtype
 
-    return dtype_name(resolve_inference_dtype("auto", resolve_device("auto"), create_model("conv")))
+    return dtype_name(placed_dtype("auto", torch.device("cpu"), create_model("conv")))
 
 
 def report(points: list[Point], args: argparse.Namespace, command: str, speedups: list[float]) -> str:

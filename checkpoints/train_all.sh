@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Retrain the six shipped models with the exact commands recorded in their cards, then record their
-# test figures in the cards with dae-eval. Run one at a time: two torch jobs on 2 cores slow each other.
+# Retrain the six shipped models with the recipes recorded in their cards (the conv cards' older
+# spelling `--channels 24` is `--arch-arg channels=24` here), then record their test figures in the
+# cards with dae-eval. Run one at a time: two torch jobs on 2 cores slow each other.
 #   DATA_ROOT=../shared/data bash checkpoints/train_all.sh [name ...]
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -12,8 +13,8 @@ declare -A ARGS=(
   [mlp-salt-pepper]="--dataset mnist --arch mlp --noise salt_pepper --level 0.2 --epochs 10 --batch-size 128 --lr 1e-3"
   [mlp-masking]="--dataset mnist --arch mlp --noise masking --level 0.3 --epochs 10 --batch-size 128 --lr 1e-3"
   [mlp-standard]="--dataset mnist --arch mlp --noise none --epochs 10 --batch-size 128 --lr 1e-3"
-  [conv-blind]="--dataset mnist --arch conv --channels 24 --noise mixed --level 0.5 --epochs 20 --batch-size 128 --lr 2e-3 --schedule cosine"
-  [conv-blind-fashion]="--dataset fashion-mnist --arch conv --channels 24 --noise mixed --level 0.5 --epochs 20 --batch-size 128 --lr 2e-3 --schedule cosine"
+  [conv-blind]="--dataset mnist --arch conv --arch-arg channels=24 --noise mixed --level 0.5 --epochs 20 --batch-size 128 --lr 2e-3 --schedule cosine"
+  [conv-blind-fashion]="--dataset fashion-mnist --arch conv --arch-arg channels=24 --noise mixed --level 0.5 --epochs 20 --batch-size 128 --lr 2e-3 --schedule cosine"
 )
 names=("$@")
 [ ${#names[@]} -gt 0 ] || names=(mlp-gaussian mlp-salt-pepper mlp-masking mlp-standard conv-blind conv-blind-fashion)

@@ -7,7 +7,8 @@ Each model class records ``input_size``: ``(28, 28)`` for fixed-size models, ``N
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import inspect
+from collections.abc import Callable, Mapping
 from itertools import pairwise
 from typing import Any
 
@@ -35,11 +36,38 @@ def list_models() -> list[str]:
     return sorted(MODEL_REGISTRY)
 
 
-def create_model(name: str, **hyperparameters: Any) -> nn.Module:
-    """Build the architecture ``name`` with the given hyper-parameters."""
+def model_arguments(name: str) -> dict[str, Any]:
+    """The keyword arguments the builder of ``name`` takes, with their defaults (the one place they live)."""
     if name not in MODEL_REGISTRY:
         raise KeyError(f"unknown architecture {name!r}; known: {', '.join(list_models())}")
-    return MODEL_REGISTRY[name](**hyperparameters)
+    parameters = inspect.signature(MODEL_REGISTRY[name]).parameters.values()
+    return {p.name: p.default for p in parameters if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
+
+
+def check_model_arguments(name: str, arguments: Mapping[str, Any]) -> None:
+    """Refuse arguments the builder does not take, naming those it does (not a TypeError from deep inside)."""
+    valid = model_arguments(name)
+    takes_any = any(p.kind == p.VAR_KEYWORD for p in inspect.signature(MODEL_REGISTRY[name]).parameters.values())
+    unknown = sorted(set(arguments) - set(valid))
+    if unknown and not takes_any:
+        raise ValueError(
+            f"architecture {name!r} takes no argument {', '.join(map(repr, unknown))}; "
+            f"its arguments: {', '.join(valid) or 'none'}"
+        )
+
+
+def create_model(name: str, **hyperparameters: Any) -> nn.Module:
+    """Build the architecture ``name`` with the given hyper-parameters.
+
+    A model that does not record its ``hyperparameters`` gets the builder's arguments (defaults filled
+    in), so that its card can rebuild it.
+    """
+    check_model_arguments(name, hyperparameters)
+    model = MODEL_REGISTRY[name](**hyperparameters)
+    if not hasattr(model, "hyperparameters"):
+        # nn.Module's annotations allow only tensors and modules as attributes; a plain dict is fine at run time.
+        model.hyperparameters = {**model_arguments(name), **hyperparameters}  # type: ignore[assignment]
+    return model
 
 
 class MLPAutoencoder(nn.Module):

@@ -3,25 +3,51 @@
 All are vectorised over the batch, run on the tensor's own device, draw from an explicit
 ``torch.Generator`` (so a seed reproduces them) and keep values in [0, 1]. ``level`` may be a float
 or a per-image tensor of shape (N,), which is how ``mixed`` gives every image its own level.
+
+``NOISES`` is the one list of noise types: the training and evaluation commands, the HTTP API (its field
+values, its /docs text, ``GET /noises``) and the demo page all read it. Adding a noise type is one
+function here with ``@register_noise``; ``mixed`` draws among every registered specialist.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch
 
 Level = float | torch.Tensor
+AddNoise = Callable[[torch.Tensor, Level, "torch.Generator | None"], torch.Tensor]
 
-DEFAULT_LEVELS: dict[str, float] = {
-    "gaussian": 0.3,
-    "salt_pepper": 0.2,
-    "masking": 0.3,
-    "mixed": 0.5,
-    "none": 0.0,
-}
-NOISE_TYPES: tuple[str, ...] = tuple(DEFAULT_LEVELS)
+
+@dataclass(frozen=True)
+class Noise:
+    """One corruption: its name, how people read it, what its level means and its reference default."""
+
+    name: str
+    label: str
+    level_means: str
+    default_level: float
+    apply: AddNoise
+    specialist: bool = True  # one of the types ``mixed`` draws among
+
+
+NOISES: dict[str, Noise] = {}  # in registration order, the order people are shown them
+
+
+def register_noise(
+    name: str, label: str, level_means: str, default_level: float, specialist: bool = True
+) -> Callable[[AddNoise], AddNoise]:
+    """Add a corruption to ``NOISES`` under ``name`` (decorator)."""
+
+    def wrap(apply: AddNoise) -> AddNoise:
+        if name in NOISES:
+            raise ValueError(f"noise {name!r} is already registered")
+        NOISES[name] = Noise(name, label, level_means, default_level, apply, specialist)
+        return apply
+
+    return wrap
 
 
 def make_generator(seed: int, device: torch.device | str = "cpu") -> torch.Generator:
@@ -48,12 +74,14 @@ def _uniform(x: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor
     return torch.rand(x.shape, generator=generator, device=x.device, dtype=x.dtype)
 
 
+@register_noise("gaussian", "Gaussian", "σ of the zero-mean Gaussian noise added (then clamped)", 0.3)
 def add_gaussian_noise(x: torch.Tensor, level: Level, generator: torch.Generator | None = None) -> torch.Tensor:
     """x + N(0, level²), clamped to [0, 1]."""
     noise = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
     return (x + _per_image(level, x) * noise).clamp_(0.0, 1.0)
 
 
+@register_noise("salt_pepper", "salt & pepper", "probability a pixel is replaced by 0 or 1", 0.2)
 def add_salt_pepper_noise(x: torch.Tensor, level: Level, generator: torch.Generator | None = None) -> torch.Tensor:
     """Each pixel, with probability ``level``, becomes 0 or 1 with even odds."""
     replaced = _uniform(x, generator) < _per_image(level, x)
@@ -61,30 +89,37 @@ def add_salt_pepper_noise(x: torch.Tensor, level: Level, generator: torch.Genera
     return torch.where(replaced, salt, x)
 
 
+@register_noise("masking", "masking", "probability a pixel is set to 0", 0.3)
 def add_masking_noise(x: torch.Tensor, level: Level, generator: torch.Generator | None = None) -> torch.Tensor:
     """Each pixel, with probability ``level``, is set to 0."""
     kept = _uniform(x, generator) >= _per_image(level, x)
     return x * kept.to(x.dtype)
 
 
-_SPECIALISTS: dict[str, Callable[[torch.Tensor, Level, torch.Generator | None], torch.Tensor]] = {
-    "gaussian": add_gaussian_noise,
-    "salt_pepper": add_salt_pepper_noise,
-    "masking": add_masking_noise,
-}
-
-
-def add_mixed_noise(x: torch.Tensor, level: float, generator: torch.Generator | None = None) -> torch.Tensor:
-    """Blind-denoising noise: each image draws a type and a level uniform in [0, ``level``]."""
+@register_noise("mixed", "mixed (blind)", "upper bound of the level each image draws", 0.5, specialist=False)
+def add_mixed_noise(x: torch.Tensor, level: Level, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Blind-denoising noise: each image draws a specialist type and a level uniform in [0, ``level``]."""
+    specialists = [noise.apply for noise in NOISES.values() if noise.specialist]
     n = x.shape[0]
-    kinds = torch.randint(len(_SPECIALISTS), (n,), generator=generator, device=x.device)
+    kinds = torch.randint(len(specialists), (n,), generator=generator, device=x.device)
     levels = torch.rand((n,), generator=generator, device=x.device, dtype=x.dtype) * level
     out = x
     # Computing every type for the whole batch and selecting keeps this one vectorised pass.
-    for index, add_noise in enumerate(_SPECIALISTS.values()):
+    for index, add_noise in enumerate(specialists):
         chosen = (kinds == index).view(-1, *([1] * (x.dim() - 1)))
         out = torch.where(chosen, add_noise(x, levels, generator), out)
     return out
+
+
+@register_noise("none", "none", "unused", 0.0, specialist=False)
+def no_noise(x: torch.Tensor, level: Level, generator: torch.Generator | None = None) -> torch.Tensor:
+    """The clean image itself: what a standard (not denoising) autoencoder trains on."""
+    return x.clone()
+
+
+# Views of NOISES, kept for the many callers that only need names or defaults.
+DEFAULT_LEVELS: dict[str, float] = {noise.name: noise.default_level for noise in NOISES.values()}
+NOISE_TYPES: tuple[str, ...] = tuple(NOISES)
 
 
 def corrupt(
@@ -94,11 +129,9 @@ def corrupt(
     generator: torch.Generator | None = None,
 ) -> torch.Tensor:
     """Apply the named corruption; ``level=None`` takes the reference default for that noise."""
+    if noise not in NOISES:
+        raise ValueError(f"unknown noise {noise!r}; choose one of {', '.join(NOISES)}")
+    spec = NOISES[noise]
     if noise == "none":
-        return x.clone()
-    if noise not in DEFAULT_LEVELS:
-        raise ValueError(f"unknown noise {noise!r}; choose one of {', '.join(NOISE_TYPES)}")
-    level = validate_level(DEFAULT_LEVELS[noise] if level is None else level)
-    if noise == "mixed":
-        return add_mixed_noise(x, level, generator)
-    return _SPECIALISTS[noise](x, level, generator)
+        return spec.apply(x, 0.0, generator)
+    return spec.apply(x, validate_level(spec.default_level if level is None else level), generator)

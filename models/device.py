@@ -1,4 +1,4 @@
-"""Device choice shared by training and serving: CUDA where present, unless forced; and the serving precision."""
+"""Device facts shared by training and serving: CUDA where present unless forced, native bf16, convolutions."""
 
 from __future__ import annotations
 
@@ -39,23 +39,5 @@ def dtype_name(dtype: torch.dtype) -> str:
 
 
 def is_convolutional(model: nn.Module) -> bool:
-    """Whether ``model`` has a convolution: its forward is then long enough that serving choices pay off."""
+    """Whether ``model`` has a convolution: channels-last memory and bf16 pay off for it, and its forward is long."""
     return any(isinstance(m, nn.Conv2d) for m in model.modules())
-
-
-def resolve_inference_dtype(requested: str, device: torch.device, model: nn.Module) -> torch.dtype:
-    """The precision to serve ``model`` in.
-
-    ``auto`` picks bfloat16 for a convolutional model on a CPU with native bf16 (about 2× the images/s of
-    the shipped U-Net, within 0.02 dB PSNR once outputs are 8-bit) and float32 everywhere else: autocast
-    casts the weights on every call, which costs a small MLP more than its whole float32 forward, and
-    CUDA's float32 path is the one tested there.
-    """
-    if requested == "float32":
-        return torch.float32
-    if requested == "bfloat16":
-        return torch.bfloat16
-    if requested != "auto":
-        raise ValueError(f"unknown inference dtype {requested!r}; use auto, float32 or bfloat16")
-    native = device.type == "cpu" and is_convolutional(model) and cpu_has_native_bf16()
-    return torch.bfloat16 if native else torch.float32

@@ -1,1 +1,1 @@
-"""The FastAPI microservice that serves the shipped denoisers (built in the serving issue)."""
+"""The FastAPI microservice that serves the shipped denoisers: loads the checkpoints, batches requests, answers HTTP."""

@@ -1,4 +1,4 @@
-"""The app factory and its lifespan: load and verify the checkpoints, start the batchers, warm up, serve.
+"""The app factory and its lifespan: load and verify the checkpoints, start the batchers, warm up, serve, stop.
 
 ``create_app(settings)`` builds the app; ``uvicorn.run("service.app:create_app", factory=True)`` calls it
 with no argument in each worker, which then reads its settings from the ``DAE_`` environment.
@@ -7,14 +7,11 @@ with no argument in each worker, which then reads its settings from the ``DAE_``
 from __future__ import annotations
 
 import asyncio
-import gc
 import logging
 from collections.abc import AsyncIterator
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from typing import Any
 
-import torch
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
@@ -22,22 +19,21 @@ from fastapi.staticfiles import StaticFiles
 from fastapi_offline import FastAPIOffline
 from starlette.middleware.cors import CORSMiddleware
 
-from models.device import dtype_name, is_convolutional, resolve_device
-from service import metrics
-from service.batcher import Arrivals, DynamicBatcher
+from service.batcher import Arrivals
 from service.errors import ServiceError
-from service.inference_process import InferenceProcess, ProcessRunner
-from service.logs import install_request_id_factory, log_config
-from service.middleware import ApiKeyMiddleware, ArrivalMiddleware, BodyLimitMiddleware, RequestContextMiddleware
-from service.registry import ModelStore, StartupError, load_models
-from service.routes import BATCHING_PATHS, STATIC_DIR, router
-from service.settings import InferencePlan, Settings
+from service.logs import install_request_id_factory
+from service.middleware import ApiKeyMiddleware, BodyLimitMiddleware, RequestContextMiddleware
+from service.registry import ModelStore, StartupError
+from service.routes import STATIC_DIR, router
+from service.settings import Settings
 
 log = logging.getLogger("service")
 
 DOCS_STATIC_PATH = "/static-offline-docs"
-# Reachable without the API key: probes, the API's own documentation, the demo page and its assets.
-OPEN_PATHS = frozenset({"/healthz", "/readyz", "/docs", "/docs/oauth2-redirect", "/openapi.json", "/", "/favicon.ico"})
+# Reachable without the API key: probes, the API's own documentation, the noise list, the demo page and its assets.
+OPEN_PATHS = frozenset(
+    {"/healthz", "/readyz", "/docs", "/docs/oauth2-redirect", "/openapi.json", "/noises", "/", "/favicon.ico"}
+)
 OPEN_PREFIXES = ("/static/", DOCS_STATIC_PATH + "/")
 
 DESCRIPTION = """Denoising autoencoders trained on MNIST-style 28×28 digits, served with dynamic batching.
@@ -77,114 +73,25 @@ async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
     return JSONResponse({"detail": detail, "errors": readable}, status_code=422)
 
 
-async def _warm_up(store: ModelStore, executor: ThreadPoolExecutor) -> None:
-    try:
-        await asyncio.get_running_loop().run_in_executor(executor, store.warm_up)
-    except Exception as exc:
-        store.not_ready_reason = f"warm-up failed: {exc}"
-        log.error("%s", store.not_ready_reason, exc_info=exc)
-        return
-    # What start-up created (torch, the models) lives as long as the process: moving it out of the
-    # collector's sight keeps full collections, and the latency spikes they cause, short.
-    gc.collect()
-    gc.freeze()
-    store.ready = True
-    metrics.READY.set(1)
-    log.info("ready: %s (default %s)", ", ".join(store.models), store.default_name)
-
-
-def _start_inference_process(store: ModelStore, settings: Settings, plan: InferencePlan) -> InferenceProcess | None:
-    """Hand the models that belong in the child process to one, and their runners to it; None if none do.
-
-    Under auto only the convolutional models move: an MLP's forward is shorter than the pipe's round
-    trip, so it runs faster in a thread (1.1k against 0.9k requests/s at one connection).
-    """
-    moved = [
-        entry
-        for entry in store.models.values()
-        if settings.inference_backend == "process" or is_convolutional(entry.model)
-    ]
-    if not moved:
-        return None
-    process = InferenceProcess(
-        [(entry.name, entry.model, entry.runner.dtype) for entry in moved],
-        plan.torch_threads,
-        batch_timeout_s=settings.request_timeout_s,
-        logging_config=log_config(settings.log_level, settings.log_format),
-    )
-    for entry in moved:
-        entry.runner = ProcessRunner(entry.name, entry.runner.dtype, process)
-    return process
-
-
 @asynccontextmanager
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-    """Load every checkpoint (a bad one stops start-up), start one batcher per model, warm up in the background.
-
-    The server answers /healthz (and 503 on /readyz and the model routes) while the warm-up runs.
-    """
+    """Load → start → warm → serve → stop. A bad checkpoint stops start-up; the warm-up runs in the background,
+    while the server answers /healthz (and 503 on /readyz and the model routes)."""
     settings: Settings = app.state.settings
-    previous_threads = torch.get_num_threads()
     try:
-        device = resolve_device(settings.device)
-        plan = settings.inference_plan(device.type)
-        torch.set_num_threads(plan.torch_threads)
-        loaded = load_models(settings.checkpoint_dir, device, settings.skip_bad_checkpoints)
+        store = ModelStore.load(settings, app.state.arrivals)
     except (StartupError, RuntimeError) as exc:
         log.error("%s", exc)
-        torch.set_num_threads(previous_threads)
         raise
-    store = ModelStore.from_loaded(
-        loaded, device, settings.default_model, settings.max_batch_size, settings.inference_dtype
-    )
-    # The inference threads, shared by every model's batcher (Settings.inference_plan says how many, and
-    # why). With the process backend each only hands its batch to the child process and waits.
-    executor = ThreadPoolExecutor(
-        plan.in_flight, "dae-inference", initializer=torch.set_num_threads, initargs=(plan.torch_threads,)
-    )
-    process = _start_inference_process(store, settings, plan) if plan.backend == "process" else None
-    for entry in store.models.values():
-        entry.batcher = DynamicBatcher(
-            entry.name,
-            entry.runner.run,
-            executor,
-            max_batch_size=settings.max_batch_size,
-            max_batch_delay_s=settings.max_batch_delay_ms / 1000.0,
-            max_queue_size=settings.max_queue_size,
-            timeout_s=settings.request_timeout_s,
-            arrivals=app.state.arrivals,
-            max_in_flight=plan.in_flight,
-        )
-        entry.batcher.start()
+    store.start()
     app.state.store = store
-    app.state.inference_process = process
-    metrics.WORKER_UP.set(1)
-    warm_up = asyncio.create_task(_warm_up(store, executor))
-    log.info(
-        "loaded %d model(s) on %s (%s); %d batch(es) in flight, %d torch thread(s) each; warming up",
-        len(store.models),
-        device,
-        ", ".join(f"{e.name} {dtype_name(e.runner.dtype)} in {e.runner.backend}" for e in store.models.values()),
-        plan.in_flight,
-        plan.torch_threads,
-    )
+    warm_up = asyncio.create_task(store.warm_up())
     try:
         yield
     finally:
         warm_up.cancel()
-        store.ready = False
-        for entry in store.models.values():
-            if entry.batcher is not None:
-                await entry.batcher.stop()
-        executor.shutdown(wait=True)
-        if process is not None:
-            process.shutdown()
+        await store.stop()
         app.state.store = None
-        metrics.READY.set(0)
-        metrics.WORKER_UP.set(0)
-        metrics.worker_stopped()
-        torch.set_num_threads(previous_threads)
-        gc.unfreeze()
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -209,7 +116,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     # add_middleware wraps what is there, so the last added runs first: the request id, metrics and the
     # access log see every answer (401 and 413 included, and the 500 of an unhandled error, which that
     # layer answers itself), CORS answers preflights before the key check.
-    app.add_middleware(ArrivalMiddleware, arrivals=app.state.arrivals, paths=BATCHING_PATHS)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_upload_bytes)
     if settings.api_key is not None:
         app.add_middleware(

@@ -1,16 +1,19 @@
 """The dynamic batcher: many concurrent requests for one model become few forward passes.
 
-One ``DynamicBatcher`` per model owns a bounded asyncio queue and a worker task. Whenever an inference
-thread is free (``max_in_flight`` of them), the worker takes what is waiting (up to ``max_batch_size``),
+One ``DynamicBatcher`` per model owns a bounded asyncio queue and a worker task. Whenever a forward is
+free to start (``max_in_flight`` at once), the worker takes what is waiting (up to ``max_batch_size``),
 waits at most ``max_batch_delay`` for requests already on their way, groups the inputs by shape and runs
-one forward per group in that thread, so the event loop stays free to read and answer other requests
-while the model computes. Each request has a deadline (504 after it) and a full queue refuses at once
-(503 with Retry-After).
+one forward per group: in an inference thread (``executor``), so the event loop stays free to read and
+answer other requests while the model computes, or on the event loop itself (no executor) for a model
+whose forward is shorter than the hop to a thread. Each request has a deadline (504 after it) and a
+full queue refuses at once (503 with Retry-After).
 
 Why wait only for requests "on their way" (``Arrivals``): a fixed delay costs every request under light
 load that delay for nothing (with one client there is never anyone to wait for), while under load the
 requests whose bodies are being read right now are exactly the ones worth waiting a moment for. One
 still on its way ``ARRIVAL_STALE_S`` after it arrived is a slow client, and is no longer waited for.
+And a request that finds the model idle, with nothing queued and nobody on the way, skips the queue and
+the worker altogether (``predict``): it is a batch of one at once, as if there were no batcher.
 """
 
 from __future__ import annotations
@@ -127,7 +130,7 @@ class DynamicBatcher:
         self,
         name: str,
         run_batch: RunBatch,
-        executor: Executor,
+        executor: Executor | None,
         *,
         max_batch_size: int,
         max_batch_delay_s: float,
@@ -138,24 +141,28 @@ class DynamicBatcher:
     ) -> None:
         self.name = name
         self._run_batch = run_batch
-        self._executor = executor
+        self._executor = executor  # None: forwards run on the event loop
         self.max_batch_size = max_batch_size
         self.max_batch_delay_s = max_batch_delay_s
         self.timeout_s = timeout_s
         self._arrivals = arrivals or Arrivals()
-        self._queue: asyncio.Queue[_Pending] = asyncio.Queue(maxsize=max_queue_size)
+        self.max_queue_size = max_queue_size
+        self._queue: asyncio.Queue[_Pending] = asyncio.Queue()  # bounded by ``queue_size``, which counts _held
         self._task: asyncio.Task[None] | None = None
         # Batches computing at once: one per inference thread, so a batch is formed only when a thread is
         # free to take it, and what arrives meanwhile waits in the queue to join the next.
-        self._slots = asyncio.Semaphore(max_in_flight)
+        self._slots = asyncio.Semaphore(1 if executor is None else max_in_flight)
         self._in_flight: set[asyncio.Task[None]] = set()
+        self._held: _Pending | None = None  # taken off the queue by the worker, waiting for a forward to be free
+        self._gathering = False  # the worker holds requests it is forming into a batch
         self._waiter: asyncio.Future[None] | None = None  # set while the worker waits for arrivals
         self._wanted = 0  # how many more requests would fill the batch the worker is gathering
         self._metrics = metrics.BatcherMetrics(name)
 
     @property
     def queue_size(self) -> int:
-        return self._queue.qsize()
+        """Requests waiting for a forward: those queued, and the one the worker holds until a forward is free."""
+        return self._queue.qsize() + (self._held is not None)
 
     def start(self) -> None:
         if self._task is None:
@@ -184,41 +191,68 @@ class DynamicBatcher:
         future: asyncio.Future[Prediction] = loop.create_future()
         if arrival is not None:
             arrival.done()
-        try:
-            self._queue.put_nowait(_Pending(array, future))
-        except asyncio.QueueFull:
+        if self.queue_size >= self.max_queue_size:
             self._metrics.rejected_full.inc()
             raise Unavailable(
-                f"model {self.name!r} has {self._queue.maxsize} requests waiting (DAE_MAX_QUEUE_SIZE); retry shortly"
-            ) from None
-        timer = loop.call_later(self.timeout_s, _expire, future, self.timeout_s)
-        future.add_done_callback(lambda _: timer.cancel())
+                f"model {self.name!r} has {self.max_queue_size} requests waiting (DAE_MAX_QUEUE_SIZE); retry shortly"
+            )
+        self._queue.put_nowait(_Pending(array, future))
+        self._set_deadline(future)
         queued = self._queue.qsize()
-        self._metrics.queue_depth.set(queued)
+        self._metrics.queue_depth.set(self.queue_size)
         if self._waiter is not None and (queued >= self._wanted or self._arrivals.pending <= 0):
             _wake(self._waiter)
         return future
 
     async def predict(self, array: np.ndarray, arrival: ArrivalToken | None = None) -> Prediction:
-        """Queue one image and wait for its prediction."""
-        return await self.enqueue(array, arrival)
+        """One image's prediction: at once when the model is idle, else through the queue with the others."""
+        if arrival is not None:
+            arrival.done()
+        if not self._idle():
+            return await self.enqueue(array)
+        await self._slots.acquire()  # free (``_idle`` checked): returns without waiting
+        pending = _Pending(array, asyncio.get_running_loop().create_future())
+        if self._executor is not None:  # a thread that never answers must not hold the request for ever
+            self._set_deadline(pending.future)
+        await self._run([pending])
+        return await pending.future
+
+    def _idle(self) -> bool:
+        """Nothing queued or being gathered, a forward free to start, and no other request on its way."""
+        return self._queue.empty() and not self._gathering and not self._slots.locked() and self._arrivals.pending <= 0
+
+    def _set_deadline(self, future: asyncio.Future[Prediction]) -> None:
+        timer = asyncio.get_running_loop().call_later(self.timeout_s, _expire, future, self.timeout_s)
+        future.add_done_callback(lambda _: timer.cancel())
 
     async def _work(self) -> None:
         loop = asyncio.get_running_loop()
         while True:
-            await self._slots.acquire()
+            first = self._held = await self._queue.get()
+            self._gathering = True
             try:
-                batch = await self._gather()
+                await self._slots.acquire()
+                self._held = None
+                try:
+                    batch = await self._gather(first)
+                except BaseException:
+                    self._slots.release()
+                    raise
             except BaseException:
-                self._slots.release()
+                if not first.future.done():  # cancelled (shutdown) while holding it
+                    first.future.set_exception(Unavailable("the service is shutting down; retry shortly"))
                 raise
+            finally:
+                self._held = None
+                self._gathering = False
             live = [pending for pending in batch if not pending.future.done()]  # drop the expired
-            self._metrics.queue_depth.set(self._queue.qsize())
+            self._metrics.queue_depth.set(self.queue_size)
             task = loop.create_task(self._run(live))
             self._in_flight.add(task)
             task.add_done_callback(self._in_flight.discard)
 
     async def _run(self, batch: list[_Pending]) -> None:
+        """Compute one batch (its slot already taken), free the slot, answer every request in it."""
         try:
             try:
                 answered = await self._compute(batch)
@@ -237,8 +271,8 @@ class DynamicBatcher:
             log.exception("batcher %s: a batch of %d failed", self.name, len(batch))
             self._settle(batch, [ServiceError(f"internal error while batching: {exc}")] * len(batch))
 
-    async def _gather(self) -> list[_Pending]:
-        batch = [await self._queue.get()]
+    async def _gather(self, first: _Pending) -> list[_Pending]:
+        batch = [first]
         self._take_waiting(batch)
         if len(batch) >= self.max_batch_size or self.max_batch_delay_s <= 0 or self._arrivals.pending <= 0:
             return batch
@@ -263,7 +297,7 @@ class DynamicBatcher:
             batch.append(self._queue.get_nowait())
 
     async def _compute(self, batch: list[_Pending]) -> list[tuple[list[_Pending], list[Outcome]]]:
-        """One forward per shape in the batch, in an inference thread; (group, its outcomes) pairs."""
+        """One forward per shape in the batch, in an inference thread or here; (group, its outcomes) pairs."""
         if not batch:
             return []
         groups: dict[tuple[int, ...], list[_Pending]] = {}
@@ -272,13 +306,16 @@ class DynamicBatcher:
         started = time.perf_counter()
         for pending in batch:
             self._metrics.queue_wait.observe(started - pending.enqueued)
-        loop = asyncio.get_running_loop()
-        outcomes = await loop.run_in_executor(self._executor, self._run_groups, list(groups.values()))
+        if self._executor is None:
+            outcomes = self._run_groups(list(groups.values()))
+        else:
+            loop = asyncio.get_running_loop()
+            outcomes = await loop.run_in_executor(self._executor, self._run_groups, list(groups.values()))
         self._metrics.inference_seconds.observe(time.perf_counter() - started)
         return list(zip(groups.values(), outcomes, strict=True))
 
     def _run_groups(self, groups: list[list[_Pending]]) -> list[list[Outcome]]:
-        """In the inference thread: one forward per shape."""
+        """One forward per shape."""
         return [self._run_batch([pending.array for pending in group]) for group in groups]
 
     @staticmethod

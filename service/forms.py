@@ -1,10 +1,10 @@
 """Multipart form → a validated pydantic form model and the uploaded bytes, and its OpenAPI description.
 
 The upload routes parse their form here rather than through FastAPI's ``Annotated[Model, Form()]``:
-measured on this project's 2-core machine, FastAPI's per-field extraction of a five-field form model
-costs about 200 µs of the event loop per request, more than decoding the image, where parsing the
-form with Starlette and validating it with the same pydantic model costs a few. The model still
-describes the body in /docs (``form_body``) and still produces FastAPI's 422 errors.
+FastAPI's per-field extraction of a form model costs the event loop more per request than decoding
+the image, where parsing the form with Starlette and validating it with the same pydantic model costs
+little (docs/benchmarks.md, "Serving costs", measures both). The model still describes the body in
+/docs (``form_body``) and still produces FastAPI's 422 errors.
 """
 
 from __future__ import annotations

@@ -1,7 +1,13 @@
 """Image decode and encode: upload bytes to a grayscale float array in [0, 1], and arrays back to PNG.
 
-Limits are checked before any pixel is decompressed: the byte count first, then the size the header
-declares (a 60000×60000 PNG is refused from its 33-byte header, never inflated).
+The pixel limit is checked before any pixel is decompressed, from the size the header declares (a
+60000×60000 PNG is refused from its 33-byte header, never inflated); the byte limit was checked while
+the body was read (``service.middleware.BodyLimitMiddleware``).
+
+Where the work runs (``run_sized``): decoding, corrupting and encoding an image of at most
+``INLINE_MAX_PIXELS`` happens on the event loop; anything larger goes to a worker thread. A hop to the
+thread pool and back costs more than decoding or encoding a digit (docs/benchmarks.md, "Serving costs");
+for large images the work (milliseconds) would stall every other request.
 """
 
 from __future__ import annotations
@@ -9,17 +15,20 @@ from __future__ import annotations
 import io
 import struct
 import zlib
+from collections.abc import Callable
+from typing import TypeVar
 
+import anyio.to_thread
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from service.errors import BadImage, TooLarge
 
-# The formats the HTTP contract promises; Pillow reads more (PSD, ICO, PCX...), which are refused to
-# keep the decoders exposed to uploads few and well trodden. MPO is how Pillow names many phone JPEGs.
-# (ACCEPTED_FORMATS is checked again after opening: a plugin may name what it opened differently.)
-ACCEPTED_FORMATS = frozenset({"PNG", "JPEG", "MPO", "BMP", "TIFF", "WEBP", "GIF"})
-_OPEN_FORMATS = ("PNG", "JPEG", "BMP", "TIFF", "WEBP", "GIF")  # tried in this order; JPEG opens MPO too
+# The formats the service accepts; Pillow reads more (PSD, ICO, PCX...), which are refused to keep the
+# decoders exposed to uploads few and well trodden. Tried in this order; JPEG opens MPO (phone JPEGs) too.
+_OPEN_FORMATS = ("PNG", "JPEG", "BMP", "TIFF", "WEBP", "GIF")
+INLINE_MAX_PIXELS = 64 * 64
+T = TypeVar("T")
 _SIXTEEN_BIT_MODES = frozenset({"I;16", "I;16B", "I;16L", "I;16N", "I"})
 _ALPHA_MODES = frozenset({"LA", "La", "PA", "RGBA", "RGBa"})
 # Formats whose files carry an EXIF orientation worth honouring (phone photos).
@@ -33,9 +42,11 @@ _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 Image.MAX_IMAGE_PIXELS = None
 
 
-def check_upload_size(n_bytes: int, max_bytes: int) -> None:
-    if n_bytes > max_bytes:
-        raise TooLarge(f"the upload is {n_bytes} bytes; the limit is {max_bytes} (DAE_MAX_UPLOAD_BYTES)")
+async def run_sized(pixels: int, function: Callable[..., T], *args: object) -> T:
+    """Run ``function`` here if the image is small, else in a worker thread (see the module's docstring)."""
+    if pixels <= INLINE_MAX_PIXELS:
+        return function(*args)
+    return await anyio.to_thread.run_sync(function, *args)
 
 
 def _too_many_pixels(width: int, height: int, max_pixels: int) -> TooLarge:

@@ -1,18 +1,18 @@
 """One forward pass over a group of same-shaped images, on the model's device, failing only what must fail.
 
-Runs in the inference thread (never on the event loop). On CUDA the batch is staged in pinned host
-memory and copied both ways without blocking, so the copy overlaps the launch of the forward. With a
-bfloat16 ``dtype`` the forward runs under autocast (see ``models.device.resolve_inference_dtype``). A forward
-that raises is retried on each half of the group, down to single images: a CUDA out-of-memory error
-then costs smaller batches rather than every request, and an input that makes the model raise fails
-alone while the rest of its batch is answered.
+Runs where ``service.placement`` put the model: the event loop, an inference thread or the child
+process. On CUDA the batch is staged in pinned host memory and copied both ways without blocking, so
+the copy overlaps the launch of the forward. With a bfloat16 ``dtype`` the forward runs under autocast
+(``service.placement`` says when). A forward that raises is retried on each half of the group, down to
+single images: a CUDA out-of-memory error then costs smaller batches rather than every request, and an
+input that makes the model raise fails alone while the rest of its batch is answered.
 """
 
 from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import Literal, Protocol
+from typing import Protocol
 
 import numpy as np
 import torch
@@ -45,16 +45,12 @@ class Runner(Protocol):
     """What a batcher calls: ``InferenceRunner`` here, or ``ProcessRunner`` in the inference process."""
 
     name: str
-    dtype: torch.dtype
-    backend: Literal["process", "thread"]
 
     def run(self, inputs: list[np.ndarray]) -> list[Outcome]: ...
 
 
 class InferenceRunner:
-    """Runs ``model`` on stacked inputs; call ``run`` from the inference thread only."""
-
-    backend: Literal["process", "thread"] = "thread"  # where run() computes, for /models
+    """Runs ``model`` on stacked inputs, on the event loop or in an inference thread (never two at once)."""
 
     def __init__(self, name: str, model: nn.Module, device: torch.device, dtype: torch.dtype = torch.float32) -> None:
         self.name = name

@@ -2,10 +2,9 @@
 
 Why a process on a CPU: with the forward in a thread of the server, the event loop and the inference
 thread take turns at one GIL, and every operator of a U-Net forward (about forty of them) waits for its
-turn. Measured here, the same bfloat16 forward took 0.9–1.0 ms per image inside the server against
-0.62 ms alone, and the service topped out near 0.33× the no-model floor; with the forwards in a child
-process it reached 0.4–0.45× (docs/benchmarks.md). Batches cross a pipe: a batch of 32 digits is 100 KB,
-a few tens of microseconds to send, against milliseconds of forward. What crosses the pipe is pickled
+turn; the serving benchmark's ``service`` and ``service, threads`` rows compare the two
+(docs/benchmarks.md). Batches cross a pipe: a batch of 32 digits is 100 KB, and a round trip costs far
+less than the forward it carries ("Serving costs" there). What crosses the pipe is pickled
 (arrays, outcomes), but only this server and the child it spawned ever write to it: a client's bytes
 are decoded to an array before they get here.
 
@@ -27,7 +26,7 @@ import threading
 from collections.abc import Iterable
 from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import torch
@@ -75,8 +74,8 @@ class InferenceProcess:
     """The child process and its models; a ``ProcessRunner`` per model is what that model's batcher calls.
 
     Why not ``ProcessPoolExecutor``: it hands every call through a manager thread and a queue feeder
-    thread, and those wake-ups cost 0.6 ms a request here (the MLP at one connection: 1.54 ms against
-    0.87 with threads). A pipe that the inference thread writes and reads itself is one round trip.
+    thread, two more thread wake-ups per batch on top of the round trip. A pipe that the inference thread
+    writes and reads itself is that one round trip.
     """
 
     def __init__(
@@ -92,9 +91,17 @@ class InferenceProcess:
         self._logging_config = logging_config
         # One batch on the pipe at a time: the next inference thread waits here with its batch ready.
         self._lock = threading.Lock()
-        self._connection, self._process = self._start()
+        self._connection: Connection  # set by start()
+        self._process: BaseProcess
+        self._spawned = False
         self._started = False  # whether the current child has said READY
         self.restarts = 0
+
+    def start(self) -> None:
+        """Spawn the child; it loads its models while the server starts, and says READY before its first batch."""
+        if not self._spawned:
+            self._connection, self._process = self._start()
+            self._spawned = True
 
     def _start(self) -> tuple[Connection, BaseProcess]:
         context = multiprocessing.get_context("spawn")
@@ -148,6 +155,8 @@ class InferenceProcess:
         self.restarts += 1
 
     def shutdown(self) -> None:
+        if not self._spawned:
+            return
         with self._lock:
             with contextlib.suppress(OSError):  # a child already gone needs no telling
                 self._connection.send(None)
@@ -161,11 +170,8 @@ class InferenceProcess:
 class ProcessRunner:
     """A model's runner whose forwards happen in the ``InferenceProcess``; same ``run`` as ``InferenceRunner``."""
 
-    backend: Literal["process", "thread"] = "process"
-
-    def __init__(self, name: str, dtype: torch.dtype, process: InferenceProcess) -> None:
+    def __init__(self, name: str, process: InferenceProcess) -> None:
         self.name = name
-        self.dtype = dtype
         self.process = process
 
     def run(self, inputs: list[np.ndarray]) -> list[Outcome]:

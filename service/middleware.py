@@ -1,4 +1,4 @@
-"""ASGI middleware: request ids, metrics and access log, the optional API key, the upload byte limit, arrivals.
+"""ASGI middleware: request ids, metrics and access log, the optional API key, the upload byte limit.
 
 Plain ASGI classes rather than Starlette's ``BaseHTTPMiddleware``, which wraps every request in extra
 tasks and streams: at a thousand small requests a second that overhead shows.
@@ -19,7 +19,6 @@ from typing import Any
 from starlette.exceptions import HTTPException
 
 from service import metrics
-from service.batcher import Arrivals
 from service.logs import REQUEST_ID
 
 Scope = MutableMapping[str, Any]
@@ -28,7 +27,6 @@ Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
-ARRIVAL_SCOPE_KEY = "dae.arrival"
 _REQUEST_ID_PATTERN = re.compile(rb"[A-Za-z0-9._:-]{1,128}")
 
 log = logging.getLogger("service")
@@ -167,15 +165,13 @@ class PayloadTooLarge(HTTPException):
 class BodyLimitMiddleware:
     """413 for a body over ``max_bytes``: at once from Content-Length, else as soon as the count passes it.
 
-    The multipart envelope (boundaries, field headers) is allowed a little on top of the files' bytes.
+    The service's one check of the upload size (DAE_MAX_UPLOAD_BYTES counts the whole body: the images
+    and the few hundred bytes of form around them), made before any of it is parsed.
     """
-
-    ENVELOPE_BYTES = 64 * 1024
 
     def __init__(self, app: ASGIApp, max_bytes: int) -> None:
         self.app = app
         self.max_bytes = max_bytes
-        self._limit = max_bytes + self.ENVELOPE_BYTES
 
     def _message(self, n_bytes: int | None) -> str:
         size = "more than" if n_bytes is None else f"{n_bytes} bytes,"
@@ -186,7 +182,7 @@ class BodyLimitMiddleware:
             await self.app(scope, receive, send)
             return
         for name, value in scope["headers"]:
-            if name == b"content-length" and value.isdigit() and int(value) > self._limit:
+            if name == b"content-length" and value.isdigit() and int(value) > self.max_bytes:
                 await send_json_error(send, 413, self._message(int(value)))
                 return
         received = 0
@@ -195,28 +191,8 @@ class BodyLimitMiddleware:
             nonlocal received
             message = await receive()
             received += len(message.get("body", b""))
-            if received > self._limit:
+            if received > self.max_bytes:
                 raise PayloadTooLarge(self._message(None))
             return message
 
         await self.app(scope, receive_counted, send)
-
-
-class ArrivalMiddleware:
-    """Announces each batching request to the batchers the moment it arrives (see ``service.batcher``)."""
-
-    def __init__(self, app: ASGIApp, arrivals: Arrivals, paths: frozenset[str]) -> None:
-        self.app = app
-        self.arrivals = arrivals
-        self.paths = paths
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope.get("path") not in self.paths:
-            await self.app(scope, receive, send)
-            return
-        token = self.arrivals.announce()
-        scope[ARRIVAL_SCOPE_KEY] = token
-        try:
-            await self.app(scope, receive, send)
-        finally:
-            token.done()

@@ -1,54 +1,44 @@
-"""The loaded models: verify every checkpoint in the folder, warm each up, and find them by name.
+"""The loaded models of one worker: verify every checkpoint, place it, build its ``Denoiser``, start, warm, stop.
 
-Plain Python (no HTTP): the app's lifespan calls ``load_models`` at start-up and ``ModelStore.warm_up``
-in the inference thread; the routes call ``ModelStore.get``.
+Plain Python (no HTTP). The app's lifespan reads as this module's life cycle:
+``ModelStore.load`` (checkpoints verified, every model placed and given its runner and batcher) →
+``start`` (the child process, the batchers) → ``warm_up`` (a forward per batch size) → serve (the routes
+call ``get``) → ``stop``.
 """
 
 from __future__ import annotations
 
+import asyncio
+import gc
 import logging
-from dataclasses import dataclass, field
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-import numpy as np
 import torch
 from torch import nn
 
 from models.checkpoint import CheckpointError, ModelCard, find_checkpoints, load_checkpoint
-from models.device import resolve_inference_dtype
-from service.batcher import DynamicBatcher
+from models.device import dtype_name, is_convolutional, resolve_device
+from service import metrics
+from service.batcher import Arrivals, DynamicBatcher
+from service.denoiser import Denoiser
 from service.errors import Unavailable, UnknownModel
 from service.inference import InferenceRunner, Runner
+from service.inference_process import InferenceProcess, ProcessRunner
+from service.logs import log_config
+from service.placement import WorkerPlan, plan_worker
+from service.settings import Settings
 
 log = logging.getLogger(__name__)
-
-# Fully convolutional models take any size; they are warmed up, and usually asked, at MNIST's.
-NOMINAL_SIZE = (28, 28)
 
 
 class StartupError(Exception):
     """The service cannot start: no usable checkpoint, or one failed verification."""
 
 
-@dataclass
-class LoadedModel:
-    name: str
-    model: nn.Module
-    card: ModelCard
-    runner: Runner  # an InferenceRunner, or a ProcessRunner once the inference process has the model
-    batcher: DynamicBatcher | None = None
-
-    @property
-    def input_size(self) -> tuple[int, int] | None:
-        """(height, width) the model needs, or None when it takes any size."""
-        size = self.card.input_size
-        return (size[0], size[1]) if size else None
-
-
 def prepare_for_serving(model: nn.Module, device: torch.device) -> nn.Module:
-    """Channels-last weights on CPU: oneDNN's convolutions run about a fifth faster with them, and a
-    model without 4-D weights is unchanged."""
-    if device.type == "cpu":
+    """Channels-last weights for a convolutional model on CPU: oneDNN's convolutions run about a fifth faster."""
+    if device.type == "cpu" and is_convolutional(model):
         model = model.to(memory_format=torch.channels_last)
     return model.eval().requires_grad_(False)
 
@@ -80,60 +70,137 @@ def load_models(directory: Path, device: torch.device, skip_bad: bool = False) -
     return loaded
 
 
-@dataclass
-class ModelStore:
-    """Every loaded model by name, the default, and whether the service is ready (warmed up)."""
+def warm_up_batch_sizes(max_batch_size: int) -> list[int]:
+    """Powers of two up to the largest batch, and the largest: oneDNN builds its kernels per shape on first use."""
+    return sorted({1, max_batch_size} | {2**k for k in range(max_batch_size.bit_length()) if 2**k < max_batch_size})
 
-    models: dict[str, LoadedModel]
-    default_name: str
-    ready: bool = False
-    not_ready_reason: str = "models are warming up"
-    warm_up_sizes: list[int] = field(default_factory=lambda: [1])
+
+class ModelStore:
+    """Every model of this worker by name, the default, the threads and child process that run them, readiness."""
+
+    def __init__(
+        self,
+        denoisers: dict[str, Denoiser],
+        default_name: str,
+        plan: WorkerPlan,
+        executor: ThreadPoolExecutor,
+        process: InferenceProcess | None,
+        warm_up_sizes: list[int],
+    ) -> None:
+        self.denoisers = denoisers
+        self.default_name = default_name
+        self.plan = plan
+        self.executor = executor
+        self.process = process
+        self.warm_up_sizes = warm_up_sizes
+        self.ready = False
+        self.not_ready_reason = "models are warming up"
+        self._previous_torch_threads = torch.get_num_threads()
 
     @classmethod
-    def from_loaded(
-        cls,
-        loaded: list[tuple[nn.Module, ModelCard]],
-        device: torch.device,
-        default_model: str,
-        max_batch_size: int,
-        inference_dtype: str,
-    ) -> ModelStore:
-        models = {
-            card.name: LoadedModel(
-                card.name,
-                model,
-                card,
-                InferenceRunner(card.name, model, device, resolve_inference_dtype(inference_dtype, device, model)),
-            )
-            for model, card in loaded
-        }
-        default_name = default_model
-        if default_name not in models:
-            default_name = next(iter(models))
-            log.warning("default model %r is not loaded; using %r (set DAE_DEFAULT_MODEL)", default_model, default_name)
-        # Powers of two up to the largest batch: oneDNN builds its kernels per shape on first use.
-        sizes = sorted(
-            {1, max_batch_size} | {2**k for k in range(max_batch_size.bit_length()) if 2**k < max_batch_size}
+    def load(cls, settings: Settings, arrivals: Arrivals) -> ModelStore:
+        """Verify and place every checkpoint and build its ``Denoiser``; nothing runs until ``start``."""
+        device = resolve_device(settings.device)
+        loaded = {card.name: (model, card) for model, card in load_models(
+            settings.checkpoint_dir, device, settings.skip_bad_checkpoints
+        )}  # fmt: skip
+        plan = plan_worker(settings, {name: model for name, (model, _) in loaded.items()})
+        # Shared by every model's batcher: threads that compute a forward, or hand a batch to the child and wait.
+        executor = ThreadPoolExecutor(
+            plan.inference_threads, "dae-inference", initializer=torch.set_num_threads, initargs=(plan.torch_threads,)
         )
-        return cls(models, default_name, warm_up_sizes=sizes)
+        process = None
+        if plan.in_child:
+            process = InferenceProcess(
+                [(name, loaded[name][0], plan.placements[name].dtype) for name in plan.in_child],
+                plan.child_torch_threads,
+                batch_timeout_s=settings.request_timeout_s,
+                logging_config=log_config(settings.log_level, settings.log_format),
+            )
+        denoisers = {}
+        for name, (model, card) in loaded.items():
+            placement = plan.placements[name]
+            runner: Runner = (
+                ProcessRunner(name, process)
+                if process is not None and placement.backend == "process"
+                else InferenceRunner(name, model, placement.device, placement.dtype)
+            )
+            batcher = DynamicBatcher(
+                name,
+                runner.run,
+                None if placement.backend == "loop" else executor,
+                max_batch_size=settings.max_batch_size,
+                max_batch_delay_s=settings.max_batch_delay_ms / 1000.0,
+                max_queue_size=settings.max_queue_size,
+                timeout_s=settings.request_timeout_s,
+                arrivals=arrivals,
+                max_in_flight=plan.inference_threads,
+            )
+            denoisers[name] = Denoiser(card, placement, runner, batcher, settings.max_image_pixels)
+        default_name = settings.default_model
+        if default_name not in denoisers:
+            default_name = next(iter(denoisers))
+            log.warning(
+                "default model %r is not loaded; using %r (set DAE_DEFAULT_MODEL)", settings.default_model, default_name
+            )
+        return cls(denoisers, default_name, plan, executor, process, warm_up_batch_sizes(settings.max_batch_size))
 
-    def get(self, name: str | None) -> LoadedModel:
+    def start(self) -> None:
+        """Spawn the child process (if any model runs there) and start every batcher; call inside the event loop."""
+        torch.set_num_threads(self.plan.torch_threads)
+        if self.process is not None:
+            self.process.start()
+        for denoiser in self.denoisers.values():
+            denoiser.batcher.start()
+        metrics.WORKER_UP.set(1)
+        log.info(
+            "loaded %d model(s) on %s (%s); %d batch(es) in flight, %d torch thread(s) each; warming up",
+            len(self.denoisers),
+            self.plan.device,
+            ", ".join(
+                f"{n} ({dtype_name(d.placement.dtype)}, {d.placement.backend})" for n, d in self.denoisers.items()
+            ),
+            self.plan.inference_threads,
+            self.plan.torch_threads,
+        )
+
+    async def warm_up(self) -> None:
+        """A forward per model and batch size, in an inference thread; ready after, or ``not_ready_reason`` says why."""
+        loop = asyncio.get_running_loop()
+        try:
+            for denoiser in self.denoisers.values():
+                await loop.run_in_executor(self.executor, denoiser.warm_up, self.warm_up_sizes)
+        except Exception as exc:
+            self.not_ready_reason = f"warm-up failed: {exc}"
+            log.error("%s", self.not_ready_reason, exc_info=exc)
+            return
+        # What start-up created (torch, the models) lives as long as the process: moving it out of the
+        # collector's sight keeps full collections, and the latency spikes they cause, short.
+        gc.collect()
+        gc.freeze()
+        self.ready = True
+        metrics.READY.set(1)
+        log.info("ready: %s (default %s)", ", ".join(self.denoisers), self.default_name)
+
+    async def stop(self) -> None:
+        """Answer what is queued with 503, stop the batchers, the threads and the child."""
+        self.ready = False
+        for denoiser in self.denoisers.values():
+            await denoiser.batcher.stop()
+        self.executor.shutdown(wait=True)
+        if self.process is not None:
+            self.process.shutdown()
+        metrics.READY.set(0)
+        metrics.WORKER_UP.set(0)
+        metrics.worker_stopped()
+        torch.set_num_threads(self._previous_torch_threads)
+        gc.unfreeze()
+
+    def get(self, name: str | None) -> Denoiser:
         """The model called ``name`` (the default for None); ``UnknownModel`` (404) names the choices."""
         if not self.ready:
             raise Unavailable(f"the service is not ready: {self.not_ready_reason}")
-        entry = self.models.get(name or self.default_name)
-        if entry is None:
-            raise UnknownModel(f"no model named {name!r}; loaded: {', '.join(self.models)}")
-        return entry
-
-    def warm_up(self) -> None:
-        """A real forward pass per model and batch size, in the inference thread; raises if one fails."""
-        for entry in self.models.values():
-            height, width = entry.input_size or NOMINAL_SIZE
-            for size in self.warm_up_sizes:
-                inputs = [np.full((height, width), 0.5, dtype=np.float32)] * size
-                outcome = entry.runner.run(inputs)[0]
-                if isinstance(outcome, Exception):
-                    raise RuntimeError(f"warm-up of model {entry.name!r} failed: {outcome.detail}")
-            log.info("warmed up %s (batch sizes %s)", entry.name, self.warm_up_sizes)
+        denoiser = self.denoisers.get(name or self.default_name)
+        if denoiser is None:
+            raise UnknownModel(f"no model named {name!r}; loaded: {', '.join(self.denoisers)}")
+        return denoiser

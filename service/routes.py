@@ -1,23 +1,24 @@
-"""The HTTP routes: each reads its fields, calls ``service.pipeline`` and shapes the answer; no logic here."""
+"""The HTTP routes: each parses its form, calls the model's ``Denoiser`` (or ``service.noise``), shapes the answer."""
 
 from __future__ import annotations
 
+import base64
 import logging
+from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Depends, Request
 from fastapi.responses import FileResponse, Response
 
+from models.corruptions import NOISES
 from models.device import dtype_name
-from models.metrics import psnr_db_from_mse
-from service import metrics, pipeline
+from service import metrics
 from service.batcher import ArrivalToken
-from service.errors import InvalidField, Unavailable
-from service.forms import Upload, form_body, read_form
-from service.images import check_upload_size
-from service.middleware import ARRIVAL_SCOPE_KEY
-from service.pipeline import Denoised, NoiseSpec
+from service.denoiser import Denoised
+from service.errors import InvalidField, ServiceError, Unavailable
+from service.forms import form_body, read_form
+from service.noise import NoiseSpec, corrupt_upload
 from service.registry import ModelStore
 from service.schemas import (
     BatchItem,
@@ -30,13 +31,15 @@ from service.schemas import (
     Health,
     ModelInfo,
     ModelsResponse,
+    NoiseInfo,
+    NoiseInfoEntry,
+    NoisesResponse,
     Readiness,
     ValidationErrorResponse,
 )
 from service.settings import Settings
 
 STATIC_DIR = Path(__file__).parent / "static"
-BATCHING_PATHS = frozenset({"/denoise", "/denoise/batch"})
 
 _ERROR_TEXT = {
     400: "the upload is empty, not an image, or corrupt",
@@ -80,9 +83,18 @@ def _store(request: Request) -> ModelStore:
     return store
 
 
-def _arrival(request: Request) -> ArrivalToken | None:
-    token: ArrivalToken | None = request.scope.get(ARRIVAL_SCOPE_KEY)
-    return token
+async def _arrival(request: Request) -> AsyncIterator[ArrivalToken]:
+    """Tells the batchers a request is on its way the moment it arrives (``service.batcher.Arrivals``): its
+    body is read after this runs, and whoever finishes with it first (the batcher, or an error) retires it."""
+    token: ArrivalToken = request.app.state.arrivals.announce()
+    try:
+        yield token
+    finally:
+        token.done()
+
+
+# Declared by every route whose requests are batched: their arrivals are what a batch waits for.
+BatchedArrival = Annotated[ArrivalToken, Depends(_arrival)]
 
 
 def wants_png(request: Request) -> bool:
@@ -103,18 +115,35 @@ def noise_headers(spec: NoiseSpec | None) -> dict[str, str]:
 
 def png_headers(result: Denoised) -> dict[str, str]:
     """What the JSON body would say besides the image, for a client that asked for the PNG alone."""
-    headers = {"X-Model": result.model, "X-Reconstruction-MSE": f"{result.prediction.reconstruction_mse:.6g}"}
+    headers = {"X-Model": result.model, "X-Reconstruction-MSE": f"{result.reconstruction_mse:.6g}"}
     headers.update(noise_headers(result.noise))
-    scores = result.scores()
-    if scores is not None:
-        headers["X-Noisy-PSNR-dB"] = f"{psnr_db_from_mse(scores[0]):.4f}"
-        headers["X-Denoised-PSNR-dB"] = f"{psnr_db_from_mse(scores[1]):.4f}"
+    if result.scores is not None:
+        headers["X-Noisy-PSNR-dB"] = f"{result.scores.noisy_psnr_db:.4f}"
+        headers["X-Denoised-PSNR-dB"] = f"{result.scores.denoised_psnr_db:.4f}"
     return headers
 
 
-def _check_size(uploads: list[Upload], settings: Settings) -> list[bytes]:
-    check_upload_size(sum(len(upload.data) for upload in uploads), settings.max_upload_bytes)
-    return [upload.data for upload in uploads]
+def json_body(result: Denoised) -> DenoiseResponse:
+    """The JSON answer: PNGs in base64, and the errors against the clean image when the service added the noise."""
+    response = DenoiseResponse(
+        model=result.model,
+        width=result.width,
+        height=result.height,
+        reconstruction_mse=result.reconstruction_mse,
+        denoised_png=base64.b64encode(result.denoised_png).decode("ascii"),
+        latency_ms=result.latency_ms,
+    )
+    if result.noise is not None and result.scores is not None:
+        response.noise = NoiseInfo(type=result.noise.type, level=result.noise.level, seed=result.noise.seed)
+        if result.noisy_png is not None:
+            response.noisy_png = base64.b64encode(result.noisy_png).decode("ascii")
+        response.noisy_mse, response.noisy_psnr_db = result.scores.noisy_mse, result.scores.noisy_psnr_db
+        response.denoised_mse, response.denoised_psnr_db = result.scores.denoised_mse, result.scores.denoised_psnr_db
+    return response
+
+
+def _noise(noise: str | None, level: float | None, seed: int | None) -> NoiseSpec | None:
+    return None if noise is None else NoiseSpec.choose(noise, level, seed)
 
 
 @router.post(
@@ -127,11 +156,9 @@ def _check_size(uploads: list[Upload], settings: Settings) -> list[bytes]:
 async def corrupt(request: Request) -> Response:
     """The upload with noise applied, as a PNG of the upload's size. The same seed and image give the
     same bytes; the noise applied is echoed in the ``X-Noise-*`` headers."""
-    settings = _settings(request)
-    form, uploads = await read_form(request, CorruptForm, max_files=1)
-    (data,) = _check_size(uploads, settings)
+    form, (upload,) = await read_form(request, CorruptForm, max_files=1)
     spec = NoiseSpec.choose(form.noise, form.level, form.seed)
-    png, _, _ = await pipeline.corrupt_upload(data, spec, settings.max_image_pixels)
+    png = await corrupt_upload(upload.data, spec, _settings(request).max_image_pixels)
     return Response(png, media_type="image/png", headers=noise_headers(spec))
 
 
@@ -143,28 +170,25 @@ async def corrupt(request: Request) -> Response:
     openapi_extra=form_body(DenoiseForm),
     summary="Denoise an image (optionally corrupting it first)",
 )
-async def denoise(request: Request) -> Response | DenoiseResponse:
+async def denoise(request: Request, arrival: BatchedArrival) -> Response | DenoiseResponse:
     """The model's output as JSON (PNG in base64, errors), or with ``Accept: image/png`` the PNG alone with
     its reconstruction error in ``X-Reconstruction-MSE``. With ``noise`` the upload is taken as clean,
     corrupted first, and the PSNR of the noisy and the denoised image against it is reported."""
-    settings = _settings(request)
-    form, uploads = await read_form(request, DenoiseForm, max_files=1)
-    entry = _store(request).get(form.model)
-    (data,) = _check_size(uploads, settings)
-    spec = None if form.noise is None else NoiseSpec.choose(form.noise, form.level, form.seed)
-    result = await pipeline.denoise_upload(data, entry, spec, settings.max_image_pixels, _arrival(request))
-    if wants_png(request):
-        return Response(await result.png(), media_type="image/png", headers=png_headers(result))
-    return await result.response()
+    form, (upload,) = await read_form(request, DenoiseForm, max_files=1)
+    denoiser = _store(request).get(form.model)
+    png_only = wants_png(request)
+    result = await denoiser.denoise(upload.data, _noise(form.noise, form.level, form.seed), arrival, not png_only)
+    if png_only:
+        return Response(result.denoised_png, media_type="image/png", headers=png_headers(result))
+    return json_body(result)
 
 
-async def _batch_item(index: int, filename: str | None, outcome: Denoised | Exception) -> BatchItem:
+def _batch_item(index: int, filename: str | None, outcome: Denoised | ServiceError) -> BatchItem:
     if isinstance(outcome, Denoised):
-        return BatchItem(filename=filename, status_code=200, result=await outcome.response())
-    status = getattr(outcome, "status_code", 500)
-    if status == 500:  # the service's fault on this item (a model that raised): the others were answered
-        log.error("/denoise/batch item %d failed: %s", index, getattr(outcome, "detail", outcome))
-    return BatchItem(filename=filename, status_code=status, detail=getattr(outcome, "detail", str(outcome)))
+        return BatchItem(filename=filename, status_code=200, result=json_body(outcome))
+    if outcome.status_code == 500:  # the service's fault on this item (a model that raised): the others were answered
+        log.error("/denoise/batch item %d failed: %s", index, outcome.detail)
+    return BatchItem(filename=filename, status_code=outcome.status_code, detail=outcome.detail)
 
 
 @router.post(
@@ -175,26 +199,37 @@ async def _batch_item(index: int, filename: str | None, outcome: Denoised | Exce
     openapi_extra=form_body(DenoiseBatchForm),
     summary="Denoise several images in one request",
 )
-async def denoise_batch(request: Request) -> BatchResponse:
+async def denoise_batch(request: Request, arrival: BatchedArrival) -> BatchResponse:
     """Several ``file`` fields, the same options for all; one result per file in upload order. An image
     that fails carries its own ``status_code`` and ``detail`` while the others are answered. With a
     ``seed``, image i is corrupted with seed + i."""
     settings = _settings(request)
     # One file past the limit is still parsed, so that the answer can say what the limit is.
     form, uploads = await read_form(request, DenoiseBatchForm, max_files=settings.max_batch_files + 1)
-    entry = _store(request).get(form.model)
+    denoiser = _store(request).get(form.model)
     if len(uploads) > settings.max_batch_files:
         raise InvalidField(
             f"file: more than {settings.max_batch_files} images; send at most "
             f"{settings.max_batch_files} per request (DAE_MAX_BATCH_FILES)"
         )
-    datas = _check_size(uploads, settings)
-    specs = pipeline.batch_noise_specs(len(datas), form.noise, form.level, form.seed)
-    outcomes = await pipeline.denoise_uploads(datas, entry, specs, settings.max_image_pixels, _arrival(request))
+    noises = NoiseSpec.for_batch(len(uploads), form.noise, form.level, form.seed)
+    outcomes = await denoiser.denoise_many([upload.data for upload in uploads], noises, arrival)
     return BatchResponse(
         results=[
-            await _batch_item(index, upload.filename, outcome)
+            _batch_item(index, upload.filename, outcome)
             for index, (upload, outcome) in enumerate(zip(uploads, outcomes, strict=True))
+        ]
+    )
+
+
+@router.get("/noises", response_model=NoisesResponse, summary="The noise types the service applies")
+async def list_noises() -> NoisesResponse:
+    return NoisesResponse(
+        noises=[
+            NoiseInfoEntry(
+                name=noise.name, label=noise.label, level_means=noise.level_means, default_level=noise.default_level
+            )
+            for noise in NOISES.values()
         ]
     )
 
@@ -204,21 +239,21 @@ async def list_models(request: Request) -> ModelsResponse:
     store = _store(request)
     models = [
         ModelInfo(
-            name=entry.name,
-            architecture=entry.card.architecture,
-            parameters=entry.card.parameters,
-            input_size=entry.card.input_size,
-            dataset=entry.card.dataset,
-            noise=entry.card.noise,
-            noise_level=entry.card.noise_level,
-            epochs=entry.card.epochs,
-            hyperparameters=entry.card.hyperparameters,
-            test_metrics=entry.card.test_metrics,
-            inference_dtype=dtype_name(entry.runner.dtype),
-            inference_backend=entry.runner.backend,
-            default=entry.name == store.default_name,
+            name=denoiser.name,
+            architecture=denoiser.card.architecture,
+            parameters=denoiser.card.parameters,
+            input_size=denoiser.card.input_size,
+            dataset=denoiser.card.dataset,
+            noise=denoiser.card.noise,
+            noise_level=denoiser.card.noise_level,
+            epochs=denoiser.card.epochs,
+            hyperparameters=denoiser.card.hyperparameters,
+            test_metrics=denoiser.card.test_metrics,
+            inference_dtype=dtype_name(denoiser.placement.dtype),
+            inference_backend=denoiser.placement.backend,
+            default=denoiser.name == store.default_name,
         )
-        for entry in store.models.values()
+        for denoiser in store.denoisers.values()
     ]
     return ModelsResponse(default_model=store.default_name, models=models)
 
@@ -233,7 +268,7 @@ async def readyz(request: Request) -> Readiness:
     store = _store(request)
     if not store.ready:
         raise Unavailable(f"not ready: {store.not_ready_reason}")
-    return Readiness(status="ready", models=list(store.models))
+    return Readiness(status="ready", models=list(store.denoisers))
 
 
 @router.get(

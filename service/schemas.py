@@ -6,13 +6,25 @@ not a silently ignored option.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
 from fastapi import UploadFile
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, WithJsonSchema, model_validator
 
-NoiseName = Literal["gaussian", "salt_pepper", "masking", "mixed", "none"]
-MAX_SEED = 2**32 - 1  # numpy's seed range, and exact in JavaScript
+from models.corruptions import NOISES
+from service.noise import MAX_SEED
+
+
+def _known_noise(name: str) -> str:
+    if name not in NOISES:
+        raise ValueError(f"unknown noise {name!r}: use one of {', '.join(NOISES)}")
+    return name
+
+
+# A string checked against ``models.corruptions.NOISES`` (the one list of noise types), shown as their enum.
+NoiseName = Annotated[str, AfterValidator(_known_noise), WithJsonSchema({"type": "string", "enum": list(NOISES)})]
+_NOISE_LIST = "; ".join(f"`{noise.name}`: {noise.level_means}" for noise in NOISES.values() if noise.name != "none")
+_DEFAULTS = ", ".join(f"{noise.name} {noise.default_level:g}" for noise in NOISES.values() if noise.name != "none")
 _PNG_EXAMPLE = (
     "iVBORw0KGgoAAAANSUhEUgAAAAQAAAAECAAAAACMmsGiAAAAEklEQVR4AWNgAIP//4EUmADSACfsA/3ZR/65AAAAAElFTkSuQmCC"  # 4×4
 )
@@ -29,8 +41,7 @@ class NoiseOptions(BaseModel):
         ge=0.0,
         le=1.0,
         allow_inf_nan=False,
-        description="noise strength in [0, 1]: σ for gaussian, a probability for salt_pepper and masking, the "
-        "upper bound for mixed; default per noise (gaussian 0.3, salt_pepper 0.2, masking 0.3, mixed 0.5)",
+        description=f"noise strength in [0, 1]. {_NOISE_LIST}. Default per noise: {_DEFAULTS}",
         examples=[0.3],
     )
     seed: int | None = Field(
@@ -135,9 +146,9 @@ class ModelInfo(BaseModel):
         description="precision of the forward pass here: float32, or bfloat16 (DAE_INFERENCE_DTYPE)",
         examples=["bfloat16"],
     )
-    inference_backend: Literal["process", "thread"] = Field(
-        description="where its forward passes run here: the worker's inference process, or its threads "
-        "(DAE_INFERENCE_BACKEND)",
+    inference_backend: Literal["loop", "thread", "process"] = Field(
+        description="where its forward passes run here: the worker's event loop, its inference threads, or its "
+        "child process (DAE_INFERENCE_BACKEND)",
         examples=["process"],
     )
     default: bool = Field(description="whether requests naming no model get this one", examples=[True])
@@ -146,6 +157,17 @@ class ModelInfo(BaseModel):
 class ModelsResponse(BaseModel):
     default_model: str = Field(examples=["conv-blind"])
     models: list[ModelInfo]
+
+
+class NoiseInfoEntry(BaseModel):
+    name: str = Field(description="the value of the noise field", examples=["salt_pepper"])
+    label: str = Field(description="how to show it to people", examples=["salt & pepper"])
+    level_means: str = Field(examples=["probability a pixel is replaced by 0 or 1"])
+    default_level: float = Field(examples=[0.2])
+
+
+class NoisesResponse(BaseModel):
+    noises: list[NoiseInfoEntry] = Field(description="every noise type the service applies, in display order")
 
 
 class Health(BaseModel):

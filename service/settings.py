@@ -6,9 +6,6 @@ whether it came from a flag or from the environment.
 
 from __future__ import annotations
 
-import math
-import os
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -16,32 +13,6 @@ from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 ENV_PREFIX = "DAE_"
-
-
-def _cgroup_cpu_limit() -> float | None:
-    """The CPU quota of this container (cgroup v2, else v1) in cores, or None when unlimited."""
-    try:
-        quota, period = Path("/sys/fs/cgroup/cpu.max").read_text().split()[:2]
-        return None if quota == "max" else int(quota) / int(period)
-    except (OSError, ValueError):
-        pass
-    try:
-        quota_us = int(Path("/sys/fs/cgroup/cpu/cpu.cfs_quota_us").read_text())
-        period_us = int(Path("/sys/fs/cgroup/cpu/cpu.cfs_period_us").read_text())
-        return quota_us / period_us if quota_us > 0 else None
-    except (OSError, ValueError):
-        return None
-
-
-def available_cores() -> int:
-    """Cores this process may use: its CPU affinity, capped by a container's CPU limit (``--cpus``),
-    which ``os.cpu_count()`` ignores."""
-    try:
-        cores = len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        cores = os.cpu_count() or 1
-    limit = _cgroup_cpu_limit()
-    return max(1, min(cores, math.ceil(limit))) if limit else cores
 
 
 def shipped_checkpoint_dir() -> Path:
@@ -68,7 +39,11 @@ class Settings(BaseSettings):
     )
     max_queue_size: int = Field(default=512, ge=1, description="requests waiting per model before 503")
     request_timeout_s: float = Field(default=30.0, gt=0, description="deadline from enqueue to answer (504 after)")
-    max_upload_bytes: int = Field(default=16 * 1024 * 1024, ge=1, description="most bytes one request may upload")
+    max_upload_bytes: int = Field(
+        default=16 * 1024 * 1024,
+        ge=1,
+        description="most bytes of one request body (the images and the form around them)",
+    )
     max_image_pixels: int = Field(default=2048 * 2048, ge=1, description="most pixels an image may declare")
     max_batch_files: int = Field(default=64, ge=1, description="most images in one /denoise/batch request")
     api_key: SecretStr | None = Field(default=None, description="when set, required on every API route")
@@ -79,9 +54,10 @@ class Settings(BaseSettings):
     cors_origins: Annotated[list[str], NoDecode] = Field(
         default_factory=list, description="origins allowed by CORS, comma-separated"
     )
-    inference_backend: Literal["auto", "process", "thread"] = Field(
+    inference_backend: Literal["auto", "loop", "thread", "process"] = Field(
         default="auto",
-        description="where CPU forwards run: a child process per worker, or threads; auto: process with 2+ cores",
+        description="where CPU forwards run: the event loop, inference threads, or a child process per worker; "
+        "auto: MLPs on the loop, conv models in the child with 2+ cores (service/placement.py)",
     )
     inference_threads: int = Field(
         default=0, ge=0, le=64, description="batches in flight at once per worker; 0 picks from backend, device, cores"
@@ -116,33 +92,3 @@ class Settings(BaseSettings):
     def _empty_key_is_none(cls, value: object) -> object:
         # DAE_API_KEY= (set but empty) must not mean "the empty string is the key".
         return None if value == "" else value
-
-    def inference_plan(self, device_type: str) -> InferencePlan:
-        """Where this worker's forward passes run, how many batches are in flight, and their torch threads.
-
-        On a CPU with at least two cores for this worker, in a child process (``service.inference_process``
-        says why): one forward computing and the next batch queued behind it, with every core but the
-        event loop's for its intra-op threads. With one core there is nothing to run side by side, and on
-        CUDA one worker's kernels stay in order on one stream: both use inference threads in the worker.
-        Threads on a CPU run single-threaded forwards side by side, one per core: small images
-        parallelise poorly inside one convolution, and OpenMP's teams stall at every barrier when the
-        event loop takes back a core. Past four forwards at once the batches get too small; the rest of
-        the cores go to intra-op threads.
-        """
-        cores = max(1, available_cores() // self.workers)
-        backend = self.inference_backend
-        if backend == "auto":
-            backend = "process" if cores >= 2 else "thread"
-        if backend == "process" and device_type == "cpu":
-            return InferencePlan("process", self.inference_threads or 2, self.torch_threads or max(1, cores - 1))
-        forwards = self.inference_threads or (1 if device_type == "cuda" else min(cores, 4))
-        return InferencePlan("thread", forwards, self.torch_threads or max(1, cores // forwards))
-
-
-@dataclass(frozen=True)
-class InferencePlan:
-    """``Settings.inference_plan``'s answer for one worker process."""
-
-    backend: Literal["process", "thread"]
-    in_flight: int  # batches handed to the forwards at once (inference threads)
-    torch_threads: int  # intra-op threads of each forward

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from models.architectures import create_model, list_models
+from models.architectures import create_model, list_models, model_arguments
 from models.metrics import mse_per_image, psnr_per_image, ssim_per_image
 
 
@@ -13,6 +13,13 @@ def test_registry_builds_every_named_architecture() -> None:
     assert {"mlp", "conv"} <= set(list_models())
     with pytest.raises(KeyError, match="unknown architecture"):
         create_model("transformer")
+
+
+def test_builder_arguments_are_the_one_source_of_defaults() -> None:
+    assert model_arguments("conv") == {"channels": 24, "depth": 2}
+    assert create_model("conv").hyperparameters == {"channels": 24, "depth": 2}
+    with pytest.raises(ValueError, match="takes no argument 'width'; its arguments: channels, depth"):
+        create_model("conv", width=8)
 
 
 def test_reference_mlp_is_exactly_the_reference_widths() -> None:

@@ -1,6 +1,6 @@
 """``dae-report --quick`` on the fixture: every table and figure of the study is produced and consistent.
 
-The report is generated once per session (about half a minute on 2 cores) and each test reads it.
+The report is generated once for this module (about half a minute on 2 cores) and each test reads it.
 """
 
 from __future__ import annotations

@@ -2,19 +2,28 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
+import shlex
 import subprocess
 import sys
+from collections.abc import Iterator
+from dataclasses import MISSING, fields
 from pathlib import Path
 
 import pytest
 import torch
+from torch import nn
 
 import training.train as train_module
+from models.architectures import MODEL_REGISTRY, register_model
 from models.checkpoint import load_checkpoint
 from tests.conftest import FIXTURE_ROOT, REPO
-from training.cli import eval_main, train_main
+from training.cli import eval_main, parse_arch_arg, train_config, train_main, train_parser
+from training.study.config import StudyConfig
+from training.study.zoo import SPEC_BY_NAME, ModelZoo
+from training.train import TrainConfig
 
 QUICK = ["--data-root", str(FIXTURE_ROOT), "--batch-size", "32", "--seed", "3"]
 
@@ -48,12 +57,92 @@ def test_no_validation_slice_trains_on_the_whole_split_and_keeps_the_last_epoch(
 
 def test_conv_run_on_fashion_writes_a_model_for_any_size(tmp_path: Path) -> None:
     out = tmp_path / "conv"
-    args = [*QUICK, "--dataset", "fashion-mnist", "--arch", "conv", "--channels", "8", "--noise", "mixed"]
+    args = [*QUICK, "--dataset", "fashion-mnist", "--arch", "conv", "--arch-arg", "channels=8", "--noise", "mixed"]
     assert train_main([*args, "--epochs", "2", "--schedule", "cosine", "--out", str(out)]) == 0
     model, card = load_checkpoint(out)
     assert card.architecture == "conv" and card.input_size is None and card.dataset == "fashion-mnist"
     with torch.inference_mode():
         assert model(torch.rand(1, 1, 37, 50)).shape == (1, 1, 37, 50)
+
+
+def test_arch_args_reach_the_model_and_its_card(tmp_path: Path) -> None:
+    out = tmp_path / "unet"
+    args = [*QUICK, "--arch", "conv", "--arch-arg", "channels=4", "--arch-arg", "depth=1", "--epochs", "1"]
+    assert train_main([*args, "--limit", "64", "--val-images", "16", "--out", str(out)]) == 0
+    card = card_of(out)
+    assert card["hyperparameters"] == {"channels": 4, "depth": 1}
+    assert card["training"]["config"]["arch_args"] == {"channels": 4, "depth": 1}
+    assert "channels" not in card["training"]["config"]
+    assert card["training"]["command"] == shlex.join(["dae-train", *args, "--limit", "64", "--val-images", "16",
+                                                      "--out", str(out)])  # fmt: skip
+    model, _ = load_checkpoint(out)
+    assert sum(p.numel() for p in model.parameters()) == card["parameters"]
+
+
+def test_unknown_arch_arg_is_refused_naming_the_valid_ones(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        train_main([*QUICK, "--arch", "conv", "--arch-arg", "width=8", "--out", str(tmp_path / "x")])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert "'width'" in err and "channels, depth" in err and "Traceback" not in err
+    with pytest.raises(SystemExit):
+        train_main([*QUICK, "--arch-arg", "channels", "--out", str(tmp_path / "x")])  # no =VALUE
+    assert "expected KEY=VALUE" in capsys.readouterr().err
+    assert not list(tmp_path.iterdir()), "nothing is written for a refused command"
+
+
+def test_arch_arg_values_are_read_as_json_where_they_parse() -> None:
+    assert parse_arch_arg("channels=32") == ("channels", 32)
+    assert parse_arch_arg("scale=0.5") == ("scale", 0.5)
+    assert parse_arch_arg("hidden=[128,64]") == ("hidden", [128, 64])
+    assert parse_arch_arg("bias=false") == ("bias", False)
+    assert parse_arch_arg("act=gelu") == ("act", "gelu")
+    assert parse_arch_arg("expr=a=b") == ("expr", "a=b")
+    with pytest.raises(argparse.ArgumentTypeError):
+        parse_arch_arg("=3")
+
+
+def test_every_option_is_a_field_of_train_config_with_its_default() -> None:
+    parser = train_parser()
+    options = {a.dest for a in parser._actions if a.dest != "help"}
+    assert options == {f.name for f in fields(TrainConfig)} - {"command"}
+    for f in fields(TrainConfig):
+        if f.name in options:
+            default = f.default_factory() if f.default_factory is not MISSING else f.default
+            assert parser.get_default(f.name) == default, f.name
+    given = train_config(["--out", "x"])
+    assert given == TrainConfig(out="x", command="dae-train --out x")
+    assert given.noise_level == 0.3  # no --level: the default noise's reference level
+
+
+@pytest.fixture
+def tiny_arch() -> Iterator[str]:
+    """An architecture registered by a test, as a new one would be: a builder and its decorator."""
+    name = "test-tiny-conv"
+
+    @register_model(name)
+    def tiny(width: int = 2) -> nn.Module:
+        return nn.Sequential(nn.Conv2d(1, width, 3, padding=1), nn.ReLU(), nn.Conv2d(width, 1, 3, padding=1))
+
+    yield name
+    MODEL_REGISTRY.pop(name)
+
+
+def test_a_newly_registered_architecture_is_trainable_by_name(tiny_arch: str, tmp_path: Path) -> None:
+    out = tmp_path / "tiny"
+    args = [*QUICK, "--arch", tiny_arch, "--arch-arg", "width=3", "--epochs", "1", "--limit", "64"]
+    assert train_main([*args, "--val-images", "16", "--out", str(out)]) == 0
+    model, card = load_checkpoint(out)
+    assert card.architecture == tiny_arch and card.hyperparameters == {"width": 3} and card.input_size is None
+    assert model(torch.rand(1, 1, 9, 11)).shape == (1, 1, 9, 11)
+
+
+def test_the_study_records_a_command_that_rebuilds_its_recipe(tmp_path: Path) -> None:
+    zoo = ModelZoo(StudyConfig(FIXTURE_ROOT, tmp_path / "r.md", tmp_path, tmp_path, quick=True), lambda _: None)
+    for name in ("conv-blind", "mlp-standard"):
+        recipe = zoo.recipe(SPEC_BY_NAME[name], tmp_path / name)
+        assert train_config(shlex.split(recipe.command)[1:]) == recipe
+    assert zoo.recipe(SPEC_BY_NAME["conv-blind"], tmp_path).arch_args == {"channels": 4}
 
 
 def test_same_seed_same_weights(tmp_path: Path) -> None:
@@ -135,7 +224,7 @@ def test_torchrun_two_processes_on_cpu_end_with_equal_weights(tmp_path: Path) ->
 @pytest.mark.cuda
 def test_cuda_training_with_bf16_lowers_validation_loss_and_loads_on_cpu(tmp_path: Path) -> None:
     out = tmp_path / "gpu"
-    args = [*QUICK, "--arch", "conv", "--channels", "8", "--epochs", "4", "--device", "cuda"]
+    args = [*QUICK, "--arch", "conv", "--arch-arg", "channels=8", "--epochs", "4", "--device", "cuda"]
     assert train_main([*args, "--out", str(out)]) == 0
     card = card_of(out)
     assert card["training"]["device"].startswith("cuda")

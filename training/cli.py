@@ -6,7 +6,12 @@ import argparse
 import json
 import shlex
 import sys
+import types
+import typing
+from dataclasses import MISSING, fields
+from typing import Any
 
+from models.architectures import check_model_arguments
 from models.checkpoint import CheckpointError, checkpoint_paths, load_checkpoint, read_card, write_card
 from models.corruptions import DEFAULT_LEVELS, NOISE_TYPES
 from models.device import resolve_device
@@ -15,38 +20,74 @@ from training.evaluate import EVAL_SEED, STANDARD_PANEL, evaluate, metric_key
 from training.train import TrainConfig, train
 
 
-def train_main(argv: list[str] | None = None) -> int:
+def parse_arch_arg(text: str) -> tuple[str, Any]:
+    """``KEY=VALUE`` → (key, value): the value read as JSON (ints, floats, lists, booleans), else kept a string."""
+    key, sep, raw = text.partition("=")
+    if not sep or not key:
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
+    try:
+        return key, json.loads(raw)
+    except json.JSONDecodeError:
+        return key, raw
+
+
+class _CollectArgs(argparse.Action):
+    """Repeated ``--arch-arg KEY=VALUE`` into one dict (a fresh one: the default is never changed)."""
+
+    def __call__(
+        self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: Any, option: Any = None
+    ) -> None:
+        key, value = values
+        setattr(namespace, self.dest, {**getattr(namespace, self.dest), key: value})
+
+
+def _option_type(annotation: Any) -> Any:
+    """``int | None`` → ``int``; other annotations as they are."""
+    kinds = [a for a in typing.get_args(annotation) if a is not type(None)]
+    return kinds[0] if typing.get_origin(annotation) in (types.UnionType, typing.Union) else annotation
+
+
+def train_parser() -> argparse.ArgumentParser:
+    """``dae-train``'s options, one per field of ``TrainConfig``, with its default, help and choices."""
     p = argparse.ArgumentParser(prog="dae-train", description="Train a denoising autoencoder.")
-    p.add_argument("--dataset", choices=DATASETS, default="mnist")
-    p.add_argument("--data-root", default="data", help="folder holding the IDX files")
-    p.add_argument("--arch", choices=["mlp", "conv"], default="mlp")
-    p.add_argument("--noise", choices=NOISE_TYPES, default="gaussian")
-    p.add_argument("--level", type=float, default=None, help="noise level (default: the noise's reference default)")
-    p.add_argument("--epochs", type=int, default=10)
-    p.add_argument("--batch-size", type=int, default=128)
-    p.add_argument("--lr", type=float, default=1e-3)
-    p.add_argument("--schedule", choices=["constant", "cosine"], default="constant")
-    p.add_argument("--channels", type=int, default=16, help="conv: width of the top level")
-    p.add_argument(
-        "--val-images",
-        type=int,
-        default=5000,
-        help="train images held out for validation PSNR and best-epoch selection (0: train on all, keep the last)",
-    )
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out", required=True, help="checkpoint path (stem; .safetensors and .json are written)")
-    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
-    p.add_argument("--resume", action="store_true", help="continue an interrupted run from its saved state")
-    p.add_argument("--limit", type=int, default=None, help="use only the first N train images")
+    hints = typing.get_type_hints(TrainConfig)
+    for f in fields(TrainConfig):
+        meta = f.metadata
+        if not meta.get("cli", True):
+            continue
+        default = f.default_factory() if f.default_factory is not MISSING else f.default
+        kind = _option_type(hints[f.name])
+        options: dict[str, Any] = {"dest": f.name, "default": default, "help": meta.get("help")}
+        if meta.get("required"):
+            options["required"] = True
+        elif default not in (None, {}) and not isinstance(default, bool):
+            options["help"] += " (default: %(default)s)"
+        if kind is bool:
+            options["action"] = "store_true"
+        elif typing.get_origin(kind) is dict:
+            options.update(action=_CollectArgs, type=parse_arch_arg, metavar="KEY=VALUE")
+        else:
+            options["type"] = kind
+        if "choices" in meta:
+            choices = meta["choices"]
+            options["choices"] = list(choices() if callable(choices) else choices)
+        p.add_argument(meta.get("flag", "--" + f.name.replace("_", "-")), **options)
+    return p
+
+
+def train_config(argv: list[str]) -> TrainConfig:
+    """The run ``dae-train argv`` asks for; bad options exit 2 with argparse's message."""
+    p = train_parser()
     args = p.parse_args(argv)
-    level = DEFAULT_LEVELS[args.noise] if args.level is None else args.level
-    command = shlex.join(["dae-train", *(sys.argv[1:] if argv is None else argv)])
-    cfg = TrainConfig(
-        dataset=args.dataset, data_root=args.data_root, arch=args.arch, noise=args.noise, level=level,
-        epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, schedule=args.schedule,
-        channels=args.channels, val_images=args.val_images, seed=args.seed, out=args.out, device=args.device,
-        resume=args.resume, limit=args.limit, command=command,
-    )  # fmt: skip
+    try:
+        check_model_arguments(args.arch, args.arch_args)
+    except ValueError as exc:
+        p.error(f"--arch-arg: {exc}")
+    return TrainConfig(**vars(args), command=shlex.join(["dae-train", *argv]))
+
+
+def train_main(argv: list[str] | None = None) -> int:
+    cfg = train_config(sys.argv[1:] if argv is None else argv)
     try:
         train(cfg)
     except (DataError, ValueError, RuntimeError, FileNotFoundError) as exc:

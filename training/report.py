@@ -1,8 +1,9 @@
 """``dae-report``: re-run the study and write ``docs/report.md`` with its figures.
 
 The run prepares every model first (shipped checkpoints, or trained once into the cache), then runs
-the experiments in the order of the issue, each adding one section: tables, figures and findings
-computed from its numbers. ``--quick`` runs the same code on the test fixture with tiny models.
+the experiments in the order of ``SECTIONS``, from the examples to Fashion-MNIST, each adding one
+section: tables, figures and findings computed from its numbers. ``--quick`` runs the same code on
+the test fixture with tiny models.
 """
 
 from __future__ import annotations

@@ -27,35 +27,66 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 from tqdm import tqdm
 
-from models.architectures import create_model
+from models.architectures import create_model, list_models
 from models.checkpoint import ModelCard, checkpoint_paths, save_checkpoint
-from models.corruptions import corrupt, make_generator, validate_level
-from models.device import resolve_device
+from models.corruptions import DEFAULT_LEVELS, NOISE_TYPES, corrupt, make_generator, validate_level
+from models.device import is_convolutional, resolve_device
 from models.metrics import psnr_per_image
-from training.data import holdout_split, load_split
+from training.data import DATASETS, holdout_split, load_split
 from training.evaluate import to_float_batch
 
 
 @dataclass
 class TrainConfig:
-    dataset: str = "mnist"
-    data_root: str = "data"
-    arch: str = "mlp"
-    noise: str = "gaussian"
-    level: float = 0.3
-    epochs: int = 10
-    batch_size: int = 128
-    lr: float = 1e-3
-    schedule: str = "constant"  # or "cosine": decays the learning rate to zero over the run
-    channels: int = 16  # width of the conv architecture's top level
-    val_images: int = 5000  # held out of the train split; 0 trains on all of it and keeps the last epoch
-    seed: int = 0
-    out: str = "checkpoints/model"
-    device: str = "auto"
-    resume: bool = False
-    limit: int | None = None  # use only the first N train images (smoke runs)
-    log_every: int = 25
-    command: str = field(default_factory=lambda: shlex.join(["dae-train", *sys.argv[1:]]))
+    """One training run. ``dae-train``'s options are made from these fields: defaults, help and choices live here.
+
+    ``metadata`` holds the help, the choices (a callable is asked when the parser is built, so every
+    registered architecture is one), and ``flag``, ``required`` or ``cli: False`` where the option differs.
+    """
+
+    dataset: str = field(default="mnist", metadata={"help": "the data set", "choices": DATASETS})
+    data_root: str = field(default="data", metadata={"help": "folder holding the IDX files"})
+    arch: str = field(default="mlp", metadata={"help": "architecture, by registered name", "choices": list_models})
+    arch_args: dict[str, Any] = field(
+        default_factory=dict,
+        metadata={
+            "help": "an argument of the architecture's builder, e.g. channels=32 (VALUE is read as JSON where it "
+            "parses, else as a string); repeat for more; the others keep the builder's defaults",
+            "flag": "--arch-arg",
+        },
+    )
+    noise: str = field(default="gaussian", metadata={"help": "the corruption trained on", "choices": NOISE_TYPES})
+    level: float | None = field(default=None, metadata={"help": "noise level (default: the noise's reference default)"})
+    epochs: int = field(default=10, metadata={"help": "passes over the train images"})
+    batch_size: int = field(default=128, metadata={"help": "images per optimizer step, over all processes"})
+    lr: float = field(default=1e-3, metadata={"help": "Adam's learning rate"})
+    schedule: str = field(
+        default="constant",
+        metadata={"help": "cosine decays the learning rate to zero over the run", "choices": ("constant", "cosine")},
+    )
+    val_images: int = field(
+        default=5000,
+        metadata={
+            "help": "train images held out for validation PSNR and best-epoch selection "
+            "(0: train on all, keep the last)"
+        },
+    )
+    seed: int = field(default=0, metadata={"help": "seeds the initial weights, the batch order and the noise"})
+    out: str = field(
+        default="checkpoints/model",
+        metadata={"help": "checkpoint path (stem; .safetensors and .json are written)", "required": True},
+    )
+    device: str = field(default="auto", metadata={"help": "auto, cpu, cuda or cuda:N"})
+    resume: bool = field(default=False, metadata={"help": "continue an interrupted run from its saved state"})
+    limit: int | None = field(default=None, metadata={"help": "use only the first N train images (smoke runs)"})
+    log_every: int = field(default=25, metadata={"help": "steps between progress-bar updates"})
+    # The command line recorded in the card: the one given, not an option of its own.
+    command: str = field(default_factory=lambda: shlex.join(["dae-train", *sys.argv[1:]]), metadata={"cli": False})
+
+    @property
+    def noise_level(self) -> float:
+        """The level trained at: the one given, else the noise's reference default."""
+        return DEFAULT_LEVELS[self.noise] if self.level is None else self.level
 
 
 @dataclass
@@ -80,8 +111,7 @@ def init_distributed(device_request: str) -> DistInfo:
 
 
 def build_model(cfg: TrainConfig) -> nn.Module:
-    hyper: dict[str, Any] = {"channels": cfg.channels} if cfg.arch == "conv" else {}
-    return create_model(cfg.arch, **hyper)
+    return create_model(cfg.arch, **cfg.arch_args)
 
 
 def make_optimizer(model: nn.Module, lr: float) -> torch.optim.Optimizer:
@@ -102,23 +132,24 @@ def lr_at(cfg: TrainConfig, epoch: int) -> float:
 def validation_psnr(model: nn.Module, val_images: torch.Tensor, cfg: TrainConfig) -> float:
     """Mean PSNR on the held-out slice, under the training noise with a fixed seed."""
     generator = make_generator(cfg.seed + 99, val_images.device)
+    channels_last = is_convolutional(model)
     total = torch.zeros((), device=val_images.device)
     for chunk in val_images.split(1000):
         clean = to_float_batch(chunk)
-        noisy = corrupt(clean, cfg.noise, cfg.level, generator)
-        total += psnr_per_image(model(prepare(noisy, cfg)).float(), clean).sum()
+        noisy = corrupt(clean, cfg.noise, cfg.noise_level, generator)
+        total += psnr_per_image(model(prepare(noisy, channels_last)).float(), clean).sum()
     return total.item() / len(val_images)
 
 
-def prepare(x: torch.Tensor, cfg: TrainConfig) -> torch.Tensor:
+def prepare(x: torch.Tensor, channels_last: bool) -> torch.Tensor:
     # channels-last pays for convolutions (oneDNN and cuDNN both prefer NHWC); MLPs just flatten.
-    return x.contiguous(memory_format=torch.channels_last) if cfg.arch == "conv" else x
+    return x.contiguous(memory_format=torch.channels_last) if channels_last else x
 
 
 def train(cfg: TrainConfig) -> ModelCard | None:
     """Train and write the best epoch's checkpoint; returns its card on rank 0."""
     if cfg.noise != "none":
-        validate_level(cfg.level)
+        validate_level(cfg.noise_level)
     if cfg.val_images < 0:
         raise ValueError(f"--val-images must be 0 or more, not {cfg.val_images}")
     info = init_distributed(cfg.device)
@@ -131,7 +162,8 @@ def train(cfg: TrainConfig) -> ModelCard | None:
     train_images, val_images = images[train_idx].to(device), images[val_idx].to(device)
 
     model = build_model(cfg).to(device)
-    if cfg.arch == "conv":
+    channels_last = is_convolutional(model)  # decided by what the model is, not by its name
+    if channels_last:
         model = model.to(memory_format=torch.channels_last)
     optimizer = make_optimizer(model, cfg.lr)
     state_path = Path(cfg.out + ".resume")
@@ -164,7 +196,7 @@ def train(cfg: TrainConfig) -> ModelCard | None:
         tick, seen = time.perf_counter(), 0
         for step, idx in enumerate(shard.split(per_rank_batch)):
             clean = to_float_batch(train_images[idx])
-            noisy = prepare(corrupt(clean, cfg.noise, cfg.level, noise_gen), cfg)
+            noisy = prepare(corrupt(clean, cfg.noise, cfg.noise_level, noise_gen), channels_last)
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16):
                 out = ddp_model(noisy)
             loss = F.mse_loss(out.float(), clean)
@@ -202,13 +234,13 @@ def train(cfg: TrainConfig) -> ModelCard | None:
             architecture=cfg.arch,
             dataset=cfg.dataset,
             noise=cfg.noise,
-            noise_level=cfg.level if cfg.noise != "none" else 0.0,
+            noise_level=cfg.noise_level if cfg.noise != "none" else 0.0,
             epochs=cfg.epochs,
             best_epoch=int(best["epoch"]),
             seed=cfg.seed,
             training={
                 "command": cfg.command,
-                "config": {k: v for k, v in asdict(cfg).items() if k != "command"},
+                "config": {**{k: v for k, v in asdict(cfg).items() if k != "command"}, "level": cfg.noise_level},
                 "device": device_name(device),
                 "world_size": info.world_size,
                 "rank_weight_digests": digests,

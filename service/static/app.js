@@ -1,7 +1,7 @@
 // The demo page: send the chosen image to POST /denoise with the chosen model and noise, show the result.
 "use strict";
 
-const DEFAULT_LEVELS = { gaussian: 0.3, salt_pepper: 0.2, masking: 0.3, mixed: 0.5, none: 0 };
+const defaultLevels = {}; // noise name → its default level, from GET /noises
 
 const $ = (id) => document.getElementById(id);
 let currentImage = null; // a Blob: the sample or the upload
@@ -25,6 +25,26 @@ async function errorText(response) {
   } catch {
     return `${response.status} ${response.statusText}`;
   }
+}
+
+async function loadNoises() {
+  const response = await fetch("/noises");
+  if (!response.ok) {
+    setStatus(`Could not list the noises (${await errorText(response)})`, true);
+    return;
+  }
+  const select = $("noise");
+  select.replaceChildren();
+  for (const noise of (await response.json()).noises) {
+    defaultLevels[noise.name] = noise.default_level;
+    const option = document.createElement("option");
+    option.value = noise.name;
+    option.textContent = noise.label;
+    option.title = `level: ${noise.level_means}`;
+    select.append(option);
+  }
+  $("level").value = defaultLevels[select.value];
+  updateLevelLabel();
 }
 
 async function loadModels() {
@@ -112,7 +132,7 @@ function wire() {
     if (file) await useImage(file);
   });
   $("noise").addEventListener("change", () => {
-    $("level").value = DEFAULT_LEVELS[$("noise").value];
+    $("level").value = defaultLevels[$("noise").value];
     updateLevelLabel();
     if (currentImage) run();
   });
@@ -125,4 +145,5 @@ function wire() {
 }
 
 wire();
+loadNoises();
 loadModels();

@@ -49,7 +49,7 @@ def tool(name: str, how_to_get_it: str) -> str:
 def compose_bin() -> str:
     return tool(
         "docker-compose",
-        "install it with `apt-get install docker-compose` (Debian's; .ci/run does this) to check the compose files",
+        "install it with `apt-get install docker-compose` (`make test` does, as root) to check the compose files",
     )
 
 

@@ -1,6 +1,6 @@
 """docker-compose.yml and docker-compose.cpu.yml: valid for Compose, and saying what the deployment needs.
 
-Debian's ``docker-compose`` (1.29, the Python client; .ci/run installs it) validates the files without
+Debian's ``docker-compose`` (1.29, the Python client; `make test` installs it) validates the files without
 an engine. It cannot read Compose v2's ``!reset`` tag, which the CPU override needs to drop the GPU
 reservation (no override can remove a list entry otherwise), so the CPU combination is merged here by
 Compose v2's rules and the result validated by docker-compose; where Compose v2 itself is installed it

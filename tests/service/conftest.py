@@ -36,14 +36,14 @@ from tests.conftest import CHECKPOINT_DIR
 
 READY_TIMEOUT_S = 60.0
 FIXED_SIZE_MODEL = "mlp-gaussian"  # the reference model, shipped first
-# Forwards in inference threads of this process, so that a test can wrap ``store.models[...].runner.model``
+# Forwards in inference threads of this process, so that a test can wrap ``store.denoisers[...].runner.model``
 # (hold a forward open, slow it, make it raise); the runner code is the same one the child process runs.
 MODELS_IN_PROCESS = {"inference_backend": "thread"}
 
 
 def runner_in_process(store: ModelStore, name: str) -> InferenceRunner:
     """The runner of model ``name`` in an app started with ``MODELS_IN_PROCESS``, whose model a test may wrap."""
-    runner = store.models[name].runner
+    runner = store.denoisers[name].runner
     assert isinstance(runner, InferenceRunner), "start the app with **MODELS_IN_PROCESS to wrap its models"
     return runner
 

@@ -1,4 +1,4 @@
-"""The HTTP contract of PRODUCT.md, route by route, through the real app and the shipped checkpoints."""
+"""The HTTP API, route by route, through the real app and the shipped checkpoints."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+import torch
 
 from models.checkpoint import load_checkpoint
 from tests.conftest import CHECKPOINT_DIR, FIXTURE_ROOT
@@ -101,7 +102,7 @@ def test_denoise_with_accept_png_returns_the_png_and_the_error_header(client: Ap
 
 def test_a_fixed_size_model_answers_at_its_size_and_a_convolutional_one_at_the_uploads(client: AppClient) -> None:
     image = png_bytes(np.random.default_rng(0).integers(0, 256, (30, 40), dtype=np.uint8))
-    for entry in client.store.models.values():
+    for entry in client.store.denoisers.values():
         body = denoise(client, image, model=entry.name)
         expected = tuple(entry.card.input_size or (30, 40))
         assert (body["height"], body["width"]) == expected
@@ -116,7 +117,7 @@ def _denoising_models() -> list[str]:
 def test_server_side_noise_is_denoised_to_a_higher_psnr(client: AppClient, model: str) -> None:
     from training.data import load_split
 
-    card = client.store.models[model].card
+    card = client.store.denoisers[model].card
     images, _ = load_split(card.dataset, "test", FIXTURE_ROOT, download=False)
     files = [("file", (f"{i}.png", png_bytes(image.numpy()), "image/png")) for i, image in enumerate(images[:12])]
     fields = {"model": model, "noise": card.noise, "level": str(card.noise_level), "seed": "0"}
@@ -206,9 +207,33 @@ def test_on_cuda_the_models_run_on_the_gpu_and_the_noise_stays_the_same(
     client: AppClient, make_client: Any, digit: bytes
 ) -> None:
     gpu = make_client(device="cuda")
-    assert next(gpu.store.models[FIXED_SIZE_MODEL].model.parameters()).is_cuda
+    assert gpu.store.denoisers[FIXED_SIZE_MODEL].placement.device.type == "cuda"
+    assert next(gpu.store.denoisers[FIXED_SIZE_MODEL].runner.model.parameters()).is_cuda
     body = denoise(gpu, digit, model=FIXED_SIZE_MODEL, noise="gaussian", seed=0)
     assert body["denoised_psnr_db"] > body["noisy_psnr_db"]
     on_cpu = denoise(client, digit, model=FIXED_SIZE_MODEL, noise="gaussian", seed=0)
     assert body["noisy_png"] == on_cpu["noisy_png"]  # the noise is drawn on the CPU wherever the model runs
     assert body["denoised_mse"] == pytest.approx(on_cpu["denoised_mse"], abs=1e-4)
+
+
+def test_the_noise_types_come_from_one_list(client: AppClient, digit: bytes, monkeypatch: pytest.MonkeyPatch) -> None:
+    """GET /noises and the OpenAPI enum are models.corruptions.NOISES, and a noise registered there is served."""
+    from models import corruptions
+
+    listed = client.get("/noises").json()["noises"]
+    assert [n["name"] for n in listed] == list(corruptions.NOISES)
+    assert {n["name"]: n["default_level"] for n in listed} == corruptions.DEFAULT_LEVELS
+    schema = client.get("/openapi.json").json()["paths"]["/corrupt"]["post"]["requestBody"]["content"]
+    assert schema["multipart/form-data"]["schema"]["properties"]["noise"]["enum"] == list(corruptions.NOISES)
+
+    monkeypatch.setitem(corruptions.NOISES, "invert", corruptions.Noise("invert", "invert", "unused", 0.0, invert))
+    fields = {"noise": "invert", "seed": "1"}
+    inverted = decode_png(client.post("/corrupt", files=upload(digit), data=fields).content)
+    np.testing.assert_array_equal(inverted, 255 - decode_png(digit))
+    assert "invert" in [n["name"] for n in client.get("/noises").json()["noises"]]
+    unknown = client.post("/corrupt", files=upload(digit), data={"noise": "pink"})
+    assert unknown.status_code == 422 and "gaussian" in unknown.json()["detail"]
+
+
+def invert(x: torch.Tensor, level: float | torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+    return 1.0 - x

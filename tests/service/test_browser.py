@@ -119,3 +119,15 @@ def test_demo_page_shows_the_services_error(page: Any, server: LiveServer) -> No
     page.set_input_files("#upload", files=[{"name": "notes.png", "mimeType": "image/png", "buffer": b"not a png"}])
     page.wait_for_selector("#status.error")
     assert "400" in page.inner_text("#status") and "not an image" in page.inner_text("#status")
+
+
+def test_the_pages_noise_choices_and_levels_are_the_services(page: Any, server: LiveServer) -> None:
+    """The page lists GET /noises (built from models.corruptions), labels and default levels included."""
+    from models.corruptions import NOISES
+
+    page.goto(server.url + "/")
+    page.wait_for_function("document.querySelectorAll('#noise option').length > 0")
+    options = page.eval_on_selector_all("#noise option", "options => options.map(o => [o.value, o.textContent])")
+    assert options == [[noise.name, noise.label] for noise in NOISES.values()]
+    page.select_option("#noise", "salt_pepper")
+    assert float(page.input_value("#level")) == NOISES["salt_pepper"].default_level

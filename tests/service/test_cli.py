@@ -6,12 +6,15 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
+import torch
 
-from service import cli
-from service import settings as settings_module
-from service.settings import InferencePlan, Settings
+from models.architectures import create_model
+from models.device import cpu_has_native_bf16
+from service import cli, placement
+from service.settings import Settings
 
 
 def test_python_m_service_documents_the_flags() -> None:
@@ -65,38 +68,60 @@ def test_settings_parse_lists_and_treat_an_empty_key_as_none(monkeypatch: pytest
     assert settings.api_key is None
 
 
-def test_the_inference_plan_puts_cpu_forwards_in_a_child_process_when_the_worker_has_two_cores(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    monkeypatch.setattr(settings_module, "available_cores", lambda: 2)
+MODELS = {"conv": create_model("conv", channels=4), "mlp": create_model("mlp")}
+
+
+def plan(cores: int, device: str = "cpu", **settings: Any) -> tuple[dict[str, placement.Backend], int, int, int]:
+    """(backend per model, inference threads, torch threads here, torch threads in the child)."""
+    worker = placement.plan_worker(Settings(device=device, **settings), MODELS, cores=cores)
+    backends = {name: p.backend for name, p in worker.placements.items()}
+    return backends, worker.inference_threads, worker.torch_threads, worker.child_torch_threads
+
+
+def test_auto_placement_puts_mlps_on_the_loop_and_convolutions_in_a_child_when_the_worker_has_two_cores() -> None:
     # One core for the event loop, one for the child's forward; the next batch waits queued behind it.
-    assert Settings(workers=1).inference_plan("cpu") == InferencePlan("process", 2, 1)
+    assert plan(2) == ({"conv": "process", "mlp": "loop"}, 2, 1, 1)
     # One core per worker: nothing to run side by side, so no child process.
-    assert Settings(workers=2).inference_plan("cpu") == InferencePlan("thread", 1, 1)
-    monkeypatch.setattr(settings_module, "available_cores", lambda: 16)
-    assert Settings(workers=1).inference_plan("cpu") == InferencePlan("process", 2, 15)
-    assert Settings(workers=8).inference_plan("cpu") == InferencePlan("process", 2, 1)
-    assert Settings(workers=1).inference_plan("cuda") == InferencePlan("thread", 1, 16)  # CUDA: never a child
-    assert Settings(workers=1, inference_backend="process").inference_plan("cuda").backend == "thread"
+    assert plan(2, workers=2) == ({"conv": "thread", "mlp": "loop"}, 1, 1, 1)
+    assert plan(16) == ({"conv": "process", "mlp": "loop"}, 2, 15, 15)
+    assert plan(16, workers=8) == ({"conv": "process", "mlp": "loop"}, 2, 1, 1)
+    # An explicit backend applies to every model.
+    assert plan(2, inference_backend="process")[0] == {"conv": "process", "mlp": "process"}
+    assert plan(2, inference_backend="loop")[0] == {"conv": "loop", "mlp": "loop"}
 
 
-def test_the_thread_backend_runs_single_threaded_forwards_side_by_side_on_a_cpu(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    monkeypatch.setattr(settings_module, "available_cores", lambda: 2)
-    assert Settings(inference_backend="thread").inference_plan("cpu") == InferencePlan("thread", 2, 1)
-    monkeypatch.setattr(settings_module, "available_cores", lambda: 16)
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA to resolve a cuda device")
+@pytest.mark.cuda
+def test_on_cuda_every_forward_runs_in_one_inference_thread() -> None:
+    assert plan(16, device="cuda") == ({"conv": "thread", "mlp": "thread"}, 1, 16, 16)
+    assert plan(16, device="cuda", inference_backend="process")[0] == {"conv": "thread", "mlp": "thread"}
+
+
+def test_the_thread_backend_runs_single_threaded_forwards_side_by_side_on_a_cpu() -> None:
+    assert plan(2, inference_backend="thread") == ({"conv": "thread", "mlp": "thread"}, 2, 1, 1)
     # At most four forwards at once, the rest of the cores intra-op.
-    assert Settings(inference_backend="thread").inference_plan("cpu") == InferencePlan("thread", 4, 4)
-    assert Settings(workers=4, inference_backend="thread").inference_plan("cpu") == InferencePlan("thread", 4, 1)
-    plan = Settings(inference_backend="thread", inference_threads=3, torch_threads=2).inference_plan("cpu")
-    assert plan == InferencePlan("thread", 3, 2)
-    assert Settings(inference_threads=3, torch_threads=2).inference_plan("cpu") == InferencePlan("process", 3, 2)
+    assert plan(16, inference_backend="thread")[1:] == (4, 4, 4)
+    assert plan(16, workers=4, inference_backend="thread")[1:] == (4, 1, 1)
+    assert plan(2, inference_backend="thread", inference_threads=3, torch_threads=2)[1:] == (3, 2, 2)
+    assert plan(2, inference_threads=3, torch_threads=2) == ({"conv": "process", "mlp": "loop"}, 3, 2, 2)
+
+
+def test_auto_precision_is_bfloat16_only_for_convolutions_on_a_cpu_that_has_it() -> None:
+    cpu = torch.device("cpu")
+    conv, mlp = MODELS["conv"], MODELS["mlp"]
+    assert placement.serving_dtype("float32", cpu, conv) == torch.float32
+    assert placement.serving_dtype("bfloat16", cpu, mlp) == torch.bfloat16
+    assert placement.serving_dtype("auto", torch.device("cuda"), conv) == torch.float32
+    native = torch.bfloat16 if cpu_has_native_bf16() else torch.float32
+    assert placement.serving_dtype("auto", cpu, conv) == native
+    assert placement.serving_dtype("auto", cpu, mlp) == torch.float32  # casting its weights costs more than it saves
+    with pytest.raises(ValueError, match="auto, float32 or bfloat16"):
+        placement.serving_dtype("float16", cpu, conv)
 
 
 def test_available_cores_honours_a_container_cpu_limit(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(16)))
-    monkeypatch.setattr(settings_module, "_cgroup_cpu_limit", lambda: 2.5)
-    assert settings_module.available_cores() == 3
-    monkeypatch.setattr(settings_module, "_cgroup_cpu_limit", lambda: None)
-    assert settings_module.available_cores() == 16
+    monkeypatch.setattr(placement, "_cgroup_cpu_limit", lambda: 2.5)
+    assert placement.available_cores() == 3
+    monkeypatch.setattr(placement, "_cgroup_cpu_limit", lambda: None)
+    assert placement.available_cores() == 16

@@ -17,7 +17,8 @@ import numpy as np
 import pytest
 
 from models.checkpoint import sha256_file
-from service import cli, pipeline
+from service import cli
+from service import denoiser as denoiser_module
 from service.app import create_app
 from service.registry import StartupError
 from tests.service.conftest import (
@@ -142,7 +143,7 @@ def test_an_unexpected_error_is_a_500_that_names_its_request_id_and_the_next_req
 ) -> None:
     """A bug outside the model (here the PNG encoder failing once) becomes a logged 500, not a dropped connection."""
     client = make_client()
-    real_encode = pipeline.encode_png
+    real_encode = denoiser_module.encode_png
     failures = iter([True])
 
     def encode_failing_once(array: np.ndarray) -> bytes:
@@ -150,7 +151,7 @@ def test_an_unexpected_error_is_a_500_that_names_its_request_id_and_the_next_req
             raise RuntimeError("encoder bug")
         return real_encode(array)
 
-    monkeypatch.setattr(pipeline, "encode_png", encode_failing_once)
+    monkeypatch.setattr(denoiser_module, "encode_png", encode_failing_once)
     with caplog.at_level(logging.ERROR, logger="service"):
         failed = client.post("/denoise", files=upload(digit), headers={"X-Request-ID": "bug-1"})
     assert failed.status_code == 500

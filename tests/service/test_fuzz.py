@@ -25,7 +25,7 @@ from models.corruptions import NOISE_TYPES, corrupt, make_generator
 from service.app import create_app
 from service.errors import BadImage, TooLarge
 from service.images import decode_image
-from service.pipeline import NoiseSpec, apply_noise
+from service.noise import NoiseSpec
 from tests.service.conftest import LiveServer, settings_for
 
 PIXEL_LIMIT = 256 * 256
@@ -172,7 +172,7 @@ def test_the_services_noise_step_keeps_an_images_size_and_range(
     clean: np.ndarray, noise: Any, level: float, seed: int
 ) -> None:
     spec = NoiseSpec(noise, level, seed)
-    noisy = apply_noise(clean, spec)
+    noisy = spec.apply(clean)
     assert noisy.shape == clean.shape and noisy.dtype == np.float32
     assert np.isfinite(noisy).all() and noisy.min() >= 0.0 and noisy.max() <= 1.0
-    np.testing.assert_array_equal(apply_noise(clean, spec), noisy)  # the same spec, the same noise
+    np.testing.assert_array_equal(spec.apply(clean), noisy)  # the same spec, the same noise

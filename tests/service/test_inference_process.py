@@ -20,12 +20,12 @@ import pytest
 import torch
 from torch import nn
 
-from service import settings as settings_module
+from service import placement
 from service.app import create_app
 from service.errors import Unavailable
 from service.inference import Prediction
 from service.inference_process import InferenceProcess
-from tests.service.conftest import AppClient, LiveServer, settings_for
+from tests.service.conftest import AppClient, LiveServer, denoise, png_bytes, settings_for
 
 PROCESS = {"inference_backend": "process"}
 FIELDS = {"model": "conv-blind", "noise": "gaussian", "level": "0.4", "seed": "11"}
@@ -41,7 +41,7 @@ def is_gone(pid: int) -> bool:
 
 
 def inference_process(client: AppClient | LiveServer) -> InferenceProcess:
-    process = client.app.state.inference_process
+    process = client.app.state.store.process
     assert isinstance(process, InferenceProcess), "the service did not start an inference process"
     return process
 
@@ -133,20 +133,23 @@ def test_concurrent_clients_share_batches_in_the_child_process(
     assert images >= 48 and forwards < images, f"{images:g} images in {forwards:g} forwards: no batch of two or more"
 
 
-def test_models_says_where_each_model_runs_and_auto_keeps_the_mlps_in_threads(
+def test_models_says_where_each_model_runs_and_auto_keeps_the_mlps_on_the_event_loop(
     make_client: Callable[..., AppClient], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(settings_module, "available_cores", lambda: 2)
+    monkeypatch.setattr(placement, "available_cores", lambda: 2)
 
     def backends(client: AppClient) -> dict[str, str]:
         return {m["architecture"]: m["inference_backend"] for m in client.get("/models").json()["models"]}
 
-    # auto: an MLP's forward is shorter than the pipe's round trip, so only the U-Nets go to the child.
-    assert backends(make_client(inference_backend="auto")) == {"conv": "process", "mlp": "thread"}
+    # auto: an MLP's forward is shorter than a hop to a thread, so only the U-Nets leave the event loop.
+    assert backends(make_client(inference_backend="auto")) == {"conv": "process", "mlp": "loop"}
     assert backends(make_client(inference_backend="process")) == {"conv": "process", "mlp": "process"}
     thread_client = make_client(inference_backend="thread")
     assert backends(thread_client) == {"conv": "thread", "mlp": "thread"}
-    assert thread_client.app.state.inference_process is None
+    assert thread_client.store.process is None
+    loop_client = make_client(inference_backend="loop")
+    assert backends(loop_client) == {"conv": "loop", "mlp": "loop"}
+    assert denoise(loop_client, png_bytes(np.zeros((28, 28), np.uint8)), model="conv-blind")["model"] == "conv-blind"
 
 
 class StallsOnWhite(nn.Module):
@@ -160,6 +163,7 @@ class StallsOnWhite(nn.Module):
 
 def test_a_stuck_inference_process_is_replaced_once_a_batch_outlives_the_request_deadline() -> None:
     process = InferenceProcess([("stall", StallsOnWhite(), torch.float32)], torch_threads=1, batch_timeout_s=1.0)
+    process.start()
     try:
         grey = [np.full((28, 28), 0.5, dtype=np.float32)]
         (first,) = process.run("stall", grey)  # waits for the child to start: no deadline on that

@@ -29,7 +29,7 @@ import pytest
 import torch
 
 from service.batcher import ArrivalToken
-from service.pipeline import Denoised, Prepared
+from service.denoiser import Denoised, Prepared
 from tests.service.conftest import MODELS_IN_PROCESS, LiveServer, png_bytes, runner_in_process
 from tests.service.test_images import png_declaring
 from tests.service.test_server import MODEL, gate_model, metric, wait_until
@@ -152,7 +152,7 @@ def test_64_clients_with_bad_requests_mixed_in_get_no_5xx_and_memory_settles(
     assert growth_second < 16 * MiB, f"RSS grew {growth_first / MiB:.1f} then {growth_second / MiB:.1f} MiB"
     # And nothing of a request outlives it (the server finishes a request just after its answer is sent).
     wait_until(lambda: live_objects(Denoised, Prepared, ArrivalToken) == 0, "the last requests' objects to go")
-    batcher = server.store.models[MODEL].batcher
+    batcher = server.store.denoisers[MODEL].batcher
     assert batcher is not None and batcher.queue_size == 0
     assert server.app.state.arrivals.pending == 0
 
@@ -208,7 +208,7 @@ def test_256_clients_against_a_queue_of_8_get_200s_and_503s_with_retry_after_the
     rejected = metric(httpx.get(server.url + "/metrics").text, "dae_batcher_rejected_total", model=MODEL)
     assert rejected - rejected_before == statuses[503]  # every 503 was the queue refusing, counted
     assert httpx.get(server.url + "/readyz").status_code == 200
-    assert server.store.models[MODEL].batcher.queue_size == 0  # type: ignore[union-attr]
+    assert server.store.denoisers[MODEL].batcher.queue_size == 0
     assert httpx.post(server.url + "/denoise", **body).status_code == 200
 
 
@@ -269,7 +269,7 @@ def test_clients_that_disconnect_mid_upload_or_mid_request_cost_the_others_nothi
     assert statuses == [200] * 48
     # Nothing of the two broken requests is left: no request on its way, nothing queued, still ready.
     wait_until(lambda: server.app.state.arrivals.pending == 0, "the aborted upload to be let go")
-    assert server.store.models[MODEL].batcher.queue_size == 0  # type: ignore[union-attr]
+    assert server.store.denoisers[MODEL].batcher.queue_size == 0
     assert httpx.get(server.url + "/readyz").status_code == 200
 
 

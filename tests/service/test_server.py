@@ -82,7 +82,7 @@ def metric(text: str, name: str, **labels: str) -> float:
 def test_concurrent_clients_share_a_batch(make_server: Any, digits: list[bytes]) -> None:
     clients = 8
     server = make_server(max_batch_size=16, max_batch_delay_ms=20, **MODELS_IN_PROCESS)
-    batcher = server.store.models[MODEL].batcher
+    batcher = server.store.denoisers[MODEL].batcher
     before = httpx.get(server.url + "/metrics").text
     # The first forward holds until every request has arrived, as happens under load when it takes a while.
     gate_model(server, lambda in_forward: in_forward + batcher.queue_size >= clients)
@@ -101,7 +101,7 @@ def test_concurrent_clients_share_a_batch(make_server: Any, digits: list[bytes])
 def test_a_full_queue_answers_503_with_retry_after_then_recovers(make_server: Any, digit: bytes) -> None:
     server = make_server(max_batch_size=1, max_queue_size=2, **MODELS_IN_PROCESS)
     release = threading.Event()
-    batcher = server.store.models[MODEL].batcher
+    batcher = server.store.denoisers[MODEL].batcher
     gate = gate_model(server, lambda _: release.is_set())
     with ThreadPoolExecutor(3) as pool:
         held: list[Future[httpx.Response]] = [pool.submit(post_digit, server.url, digit)]

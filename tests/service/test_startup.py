@@ -28,16 +28,16 @@ def test_requests_before_warm_up_get_503_and_readyz_turns_200_after(
 ) -> None:
     import threading
 
-    from service.registry import ModelStore
+    from service.denoiser import Denoiser
 
     release = threading.Event()
-    real_warm_up = ModelStore.warm_up
+    real_warm_up = Denoiser.warm_up
 
-    def slow_warm_up(self: ModelStore) -> None:
+    def slow_warm_up(self: Denoiser, batch_sizes: list[int]) -> None:
         assert release.wait(30)
-        real_warm_up(self)
+        real_warm_up(self, batch_sizes)
 
-    monkeypatch.setattr(ModelStore, "warm_up", slow_warm_up)
+    monkeypatch.setattr(Denoiser, "warm_up", slow_warm_up)
     client = make_client(wait=False)
     assert client.get("/healthz").status_code == 200
     for response in (client.get("/readyz"), client.post("/denoise", files=upload(digit))):

@@ -3,18 +3,28 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """How the study trains one architecture; ``arch_args`` left out keep the builder's defaults."""
+
+    epochs: int
+    batch_size: int
+    lr: float
+    schedule: str = "constant"
+    arch_args: Mapping[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
 class Scale:
     """The sizes that differ between the full study and the ``--quick`` smoke run."""
 
-    mlp_epochs: int
-    mlp_batch_size: int
-    conv_epochs: int
-    conv_channels: int
+    recipes: Mapping[str, Recipe]  # by architecture
     train_limit: int | None  # train images per model (None: the whole split)
     test_limit: int | None  # the first N test images (None: the whole split)
     classical_sample: int  # test images for the classical-denoiser table
@@ -24,13 +34,14 @@ class Scale:
 
 
 FULL = Scale(
-    mlp_epochs=10, mlp_batch_size=128, conv_epochs=14, conv_channels=16, train_limit=None, test_limit=None,
-    classical_sample=1000, tuning_images=200, probe_train_limit=None, figure_digits=10,
+    recipes={"mlp": Recipe(10, 128, 1e-3), "conv": Recipe(14, 128, 2e-3, "cosine")},
+    train_limit=None, test_limit=None, classical_sample=1000, tuning_images=200, probe_train_limit=None,
+    figure_digits=10,
 )  # fmt: skip
 # Tiny on purpose: the whole fixture (600 train, 200 test images), and no more if pointed at the real data.
 QUICK = Scale(
-    mlp_epochs=2, mlp_batch_size=32, conv_epochs=1, conv_channels=4, train_limit=600, test_limit=100,
-    classical_sample=4, tuning_images=12, probe_train_limit=600, figure_digits=8,
+    recipes={"mlp": Recipe(2, 32, 1e-3), "conv": Recipe(1, 32, 2e-3, "cosine", {"channels": 4})},
+    train_limit=600, test_limit=100, classical_sample=4, tuning_images=12, probe_train_limit=600, figure_digits=8,
 )  # fmt: skip
 
 

@@ -139,7 +139,3 @@ BLIND_NOISES = (*REFERENCE_NOISES, *UNSEEN)
 
 def blind(scorer: Scorer, test: TestSet) -> ScoreGrid:
     return score_grid(scorer, test, BLIND_ROWS, BLIND_NOISES)
-
-
-def grid_table_rows(grid: ScoreGrid, fmt: Callable[[Score], str]) -> list[list[str]]:
-    return [[row, *(fmt(grid[row, col]) for col in grid.cols)] for row in grid.rows]

@@ -8,12 +8,15 @@ so it never depends on what is in ``checkpoints/``.
 
 from __future__ import annotations
 
+import json
 import shlex
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from torch import nn
 
+from models.architectures import create_model
 from models.checkpoint import CheckpointError, ModelCard, checkpoint_paths, load_checkpoint
 from models.device import resolve_device
 from training.study.config import StudyConfig
@@ -124,40 +127,47 @@ class ModelZoo:
         return Provenance(spec.name, "trained now", path, trained)
 
     def recipe(self, spec: ModelSpec, out: Path) -> TrainConfig:
-        """The reference recipe (10 epochs, batch 128, Adam 1e-3, seed 0), or the tiny quick one."""
-        scale = self.cfg.scale
-        conv = spec.arch == "conv"
+        """The architecture's recipe at this scale (reference: 10 epochs, batch 128, Adam 1e-3, seed 0)."""
+        recipe = self.cfg.scale.recipes[spec.arch]
         cfg = TrainConfig(
-            dataset=spec.dataset, data_root=str(self.cfg.data_root), arch=spec.arch, noise=spec.noise,
-            level=spec.level, epochs=scale.conv_epochs if conv else scale.mlp_epochs,
-            batch_size=scale.mlp_batch_size, lr=2e-3 if conv else 1e-3, schedule="cosine" if conv else "constant",
-            channels=scale.conv_channels, seed=0, out=str(out), device=self.cfg.device, limit=scale.train_limit,
+            dataset=spec.dataset, data_root=str(self.cfg.data_root), arch=spec.arch, arch_args=dict(recipe.arch_args),
+            noise=spec.noise, level=spec.level, epochs=recipe.epochs, batch_size=recipe.batch_size, lr=recipe.lr,
+            schedule=recipe.schedule, seed=0, out=str(out), device=self.cfg.device, limit=self.cfg.scale.train_limit,
         )  # fmt: skip
         cfg.command = train_command(cfg)
         return cfg
 
     @staticmethod
     def _cached_card(path: Path, recipe: TrainConfig) -> ModelCard | None:
-        """The cached model's card if it was trained with exactly this recipe, else None (retrain)."""
+        """The cached model's card if it was trained with exactly this recipe, else None (retrain).
+
+        The architecture's arguments are compared as the card's ``hyperparameters`` (what the model was
+        built with, defaults included) against those the recipe builds, so a changed default retrains too.
+        """
         try:
             _, card = load_checkpoint(path, "cpu")
         except CheckpointError:
             return None
         config = card.training.get("config", {})
-        keys = ("dataset", "arch", "noise", "level", "epochs", "batch_size", "lr", "schedule", "seed", "limit")
-        same = all(config.get(k) == getattr(recipe, k) for k in keys)
-        return card if same and (recipe.arch != "conv" or config.get("channels") == recipe.channels) else None
+        keys = ("dataset", "arch", "noise", "epochs", "batch_size", "lr", "schedule", "seed", "limit")
+        same = all(config.get(k) == getattr(recipe, k) for k in keys) and config.get("level") == recipe.noise_level
+        return card if same and card.hyperparameters == recipe_hyperparameters(recipe) else None
+
+
+def recipe_hyperparameters(cfg: TrainConfig) -> dict[str, Any]:
+    """The hyper-parameters a card records for this config, as JSON reads them back (tuples become lists)."""
+    model = create_model(cfg.arch, **cfg.arch_args)
+    return dict(json.loads(json.dumps(getattr(model, "hyperparameters", {}))))
 
 
 def train_command(cfg: TrainConfig) -> str:
     """The ``dae-train`` command line equivalent to a config, as recorded in the model card."""
     args = [
         "dae-train", "--dataset", cfg.dataset, "--data-root", cfg.data_root, "--arch", cfg.arch,
-        "--noise", cfg.noise, "--level", f"{cfg.level:g}", "--epochs", str(cfg.epochs),
+        *(token for key, value in cfg.arch_args.items() for token in ("--arch-arg", f"{key}={json.dumps(value)}")),
+        "--noise", cfg.noise, "--level", f"{cfg.noise_level:g}", "--epochs", str(cfg.epochs),
         "--batch-size", str(cfg.batch_size), "--lr", f"{cfg.lr:g}", "--schedule", cfg.schedule,
     ]  # fmt: skip
-    if cfg.arch == "conv":
-        args += ["--channels", str(cfg.channels)]
     if cfg.limit:
         args += ["--limit", str(cfg.limit)]
     return shlex.join([*args, "--seed", str(cfg.seed), "--device", cfg.device, "--out", cfg.out])

@@ -1,0 +1,58 @@
+"""The noise a request asks for, pinned down (type, level, seed), and ``/corrupt``'s whole path. No HTTP here."""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from models.corruptions import NOISES, corrupt, make_generator
+from service.images import encode_png, load_pixels, open_checked, run_sized
+
+MAX_SEED = 2**32 - 1  # numpy's seed range, and exact in JavaScript
+
+
+@dataclass(frozen=True)
+class NoiseSpec:
+    """A corruption fully pinned down: the same spec on the same image gives the same bytes."""
+
+    type: str
+    level: float
+    seed: int
+
+    @classmethod
+    def choose(cls, noise: str, level: float | None, seed: int | None) -> NoiseSpec:
+        """Fill in the noise's default level and a random (reported) seed."""
+        return cls(
+            noise,
+            NOISES[noise].default_level if level is None else level,
+            random.randrange(2**31) if seed is None else seed,
+        )
+
+    @classmethod
+    def for_batch(cls, count: int, noise: str | None, level: float | None, seed: int | None) -> list[NoiseSpec | None]:
+        """One spec per image of a batch request: with a seed, image i uses seed + i (reproducible, yet no two
+        images share a noise pattern); without one, each draws its own."""
+        if noise is None:
+            return [None] * count
+        if seed is None:
+            return [cls.choose(noise, level, None) for _ in range(count)]
+        return [cls.choose(noise, level, (seed + i) % (MAX_SEED + 1)) for i in range(count)]
+
+    def apply(self, clean: np.ndarray) -> np.ndarray:
+        """Corrupt an H×W image on the CPU, from a CPU generator: the same seed gives the same noise on any machine."""
+        x = torch.from_numpy(clean)[None, None]
+        return corrupt(x, self.type, self.level, make_generator(self.seed))[0, 0].numpy()
+
+
+async def corrupt_upload(data: bytes, spec: NoiseSpec, max_pixels: int) -> bytes:
+    """/corrupt: the upload with ``spec`` applied, as a PNG of the upload's own size."""
+    image = open_checked(data, max_pixels)
+    width, height = image.size
+
+    def work() -> bytes:
+        return encode_png(spec.apply(load_pixels(image)))
+
+    return await run_sized(width * height, work)
