@@ -328,14 +328,14 @@ def wrk_version() -> str:
     return (result.stdout or result.stderr).splitlines()[0].strip()
 
 
-def served_in_a_process(model: str) -> bool:
-    """Whether ``dae-serve`` (DAE_INFERENCE_BACKEND=auto, on this machine) runs ``model`` in its inference process."""
+def shipped_backend(model: str) -> str:
+    """Where ``dae-serve`` (DAE_INFERENCE_BACKEND=auto, on this machine) runs ``model``: loop, thread or process."""
     from models.checkpoint import load_checkpoint
     from service.placement import available_cores, serving_backend
     from service.settings import shipped_checkpoint_dir
 
     net = load_checkpoint(shipped_checkpoint_dir() / f"{model}.json")[0]
-    return serving_backend("auto", torch.device("cpu"), net, available_cores()) == "process"
+    return serving_backend("auto", torch.device("cpu"), net, available_cores())
 
 
 def serving_dtype() -> str:
@@ -354,7 +354,7 @@ each round measures them all in turn at each number of connections; a point is t
 {args.repeats} rounds' runs of {args.duration:g} s (this VM sometimes gives its processes about one core's worth
 of time for a stretch, which the two-process service feels and the one-process floor does not).
 `service` is `dae-serve` as shipped (dynamic batching, up to 32 images per forward pass, the
-U-Net's forwards in a child process here and the MLP's in threads: `DAE_INFERENCE_BACKEND=auto`,
+U-Net's forwards in a child process here and the MLP's on the event loop: `DAE_INFERENCE_BACKEND=auto`,
 the U-Net's in {serving_dtype()}:
 `DAE_INFERENCE_DTYPE=auto`, the MLP's in float32); `service, batch 1` the same with
 `DAE_MAX_BATCH_SIZE=1`; `service, threads` the same with the forwards in inference threads of the
@@ -395,7 +395,7 @@ def main(argv: list[str] | None = None) -> int:
     variants = [Variant("floor", None)]
     for model in args.models:
         variants += [Variant("service", model), Variant("service", model, 1)]
-        if served_in_a_process(model):  # else the shipped service runs it in threads already
+        if shipped_backend(model) != "thread":  # else the shipped service runs it in threads already
             variants.append(Variant("service", model, backend="thread"))
         variants.append(Variant("naive", model))
     connections = tuple(args.connections)

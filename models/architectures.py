@@ -131,7 +131,8 @@ class UNetDenoiser(nn.Module):
         self.head = nn.Conv2d(widths[0], 1, 1)
         self.multiple = 2**depth
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """The head's output, unclamped, at the input's size."""
         h, w = x.shape[-2:]
         pad_h, pad_w = -h % self.multiple, -w % self.multiple
         if pad_h or pad_w:
@@ -146,9 +147,32 @@ class UNetDenoiser(nn.Module):
         x = self.bottleneck(x)
         for upsample, block, skip in zip(self.upsample, self.up, reversed(skips), strict=True):
             x = block(torch.cat([upsample(x), skip], dim=1))
-        out = self.head(x)[..., :h, :w]
+        return self.head(x)[..., :h, :w]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.features(x)
         # A linear head, clamped only outside training: a sigmoid head here saturated at 0 on MNIST's
         # black background within a few dozen steps and the whole network stopped learning.
+        return out if self.training else out.clamp(0.0, 1.0)
+
+
+class ResidualUNet(UNetDenoiser):
+    """The U-Net for photos: it predicts the noise and subtracts it, ``denoised = noisy − f(noisy)``.
+
+    The same encoder-decoder (no batch normalisation: its batch statistics would differ between 64×64
+    training patches and whole photos), ``depth`` poolings so ``depth + 1`` levels. Learning the residual
+    is the DnCNN observation: the noise is a simpler function of the noisy image than the clean photo is.
+    The head starts at zero, so an untrained model is the identity and training starts from the noisy PSNR.
+    """
+
+    def __init__(self, channels: int = 32, depth: int = 2) -> None:
+        super().__init__(channels, depth)
+        nn.init.zeros_(self.head.weight)
+        if self.head.bias is not None:
+            nn.init.zeros_(self.head.bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = x - self.features(x)
         return out if self.training else out.clamp(0.0, 1.0)
 
 
@@ -160,3 +184,8 @@ def mlp(hidden: tuple[int, ...] | list[int] = (256, 128, 64), image_size: int = 
 @register_model("conv")
 def conv(channels: int = 24, depth: int = 2) -> nn.Module:
     return UNetDenoiser(channels, depth)
+
+
+@register_model("unet-res")
+def unet_res(channels: int = 32, depth: int = 2) -> nn.Module:
+    return ResidualUNet(channels, depth)

@@ -111,6 +111,38 @@ def add_mixed_noise(x: torch.Tensor, level: Level, generator: torch.Generator | 
     return out
 
 
+PHOTO_MAX_P = 0.5  # the largest salt & pepper or masking fraction a ``mixed_photo`` image draws
+
+
+@register_noise(
+    "mixed_photo",
+    "mixed (photos)",
+    f"upper bound of the Gaussian σ each image draws (salt & pepper and masking draw p up to {PHOTO_MAX_P})",
+    55 / 255,
+    specialist=False,
+)
+def add_mixed_photo_noise(x: torch.Tensor, level: Level, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Blind noise for photos: each image draws Gaussian (σ uniform in [0, ``level``]), salt & pepper or masking
+    (p uniform in [0, 0.5]).
+
+    Unlike ``mixed`` the impulse types keep their own range: a photo model trained for σ up to 55/255 must
+    still see half its pixels replaced or dropped.
+    """
+    n = x.shape[0]
+    kinds = torch.randint(3, (n,), generator=generator, device=x.device)
+    fraction = torch.rand((n,), generator=generator, device=x.device, dtype=x.dtype)
+    ranges = (
+        (add_gaussian_noise, fraction * level),
+        (add_salt_pepper_noise, fraction * PHOTO_MAX_P),
+        (add_masking_noise, fraction * PHOTO_MAX_P),
+    )
+    out = x
+    for index, (add_noise, levels) in enumerate(ranges):  # every type over the whole batch, then select
+        chosen = (kinds == index).view(-1, *([1] * (x.dim() - 1)))
+        out = torch.where(chosen, add_noise(x, levels, generator), out)
+    return out
+
+
 @register_noise("none", "none", "unused", 0.0, specialist=False)
 def no_noise(x: torch.Tensor, level: Level, generator: torch.Generator | None = None) -> torch.Tensor:
     """The clean image itself: what a standard (not denoising) autoencoder trains on."""

@@ -22,9 +22,9 @@ from starlette.middleware.cors import CORSMiddleware
 from service.batcher import Arrivals
 from service.errors import ServiceError
 from service.logs import install_request_id_factory
-from service.middleware import ApiKeyMiddleware, BodyLimitMiddleware, RequestContextMiddleware
+from service.middleware import ApiKeyMiddleware, ArrivalMiddleware, BodyLimitMiddleware, RequestContextMiddleware
 from service.registry import ModelStore, StartupError
-from service.routes import STATIC_DIR, router
+from service.routes import STATIC_DIR, batched_paths, router
 from service.settings import Settings
 
 log = logging.getLogger("service")
@@ -99,6 +99,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
     install_request_id_factory()
     app = FastAPIOffline(
+        # The routes themselves, not include_router: an included router is matched as a second layer of
+        # routing on every request.
+        routes=list(router.routes),
         title="Denoising autoencoder service",
         version="0.1.0",
         description=DESCRIPTION,
@@ -109,13 +112,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings = settings
     app.state.store = None
     app.state.arrivals = Arrivals()
-    app.include_router(router)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     app.add_exception_handler(ServiceError, _service_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     # add_middleware wraps what is there, so the last added runs first: the request id, metrics and the
     # access log see every answer (401 and 413 included, and the 500 of an unhandled error, which that
     # layer answers itself), CORS answers preflights before the key check.
+    app.add_middleware(ArrivalMiddleware, arrivals=app.state.arrivals, paths=batched_paths(app.routes))
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_upload_bytes)
     if settings.api_key is not None:
         app.add_middleware(

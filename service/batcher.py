@@ -1,11 +1,12 @@
 """The dynamic batcher: many concurrent requests for one model become few forward passes.
 
 One ``DynamicBatcher`` per model owns a bounded asyncio queue and a worker task. Whenever a forward is
-free to start (``max_in_flight`` at once), the worker takes what is waiting (up to ``max_batch_size``),
+free to start (``max_in_flight`` at once), the worker takes what is waiting (up to ``max_batch_size``
+images and ``max_batch_pixels`` pixels, so that a batch of photo tiles stays as bounded as one of digits),
 waits at most ``max_batch_delay`` for requests already on their way, groups the inputs by shape and runs
 one forward per group: in an inference thread (``executor``), so the event loop stays free to read and
 answer other requests while the model computes, or on the event loop itself (no executor) for a model
-whose forward is shorter than the hop to a thread. Each request has a deadline (504 after it) and a
+whose forward is shorter than the hop to a thread and back. Each request has a deadline (504 after it) and a
 full queue refuses at once (503 with Retry-After).
 
 Why wait only for requests "on their way" (``Arrivals``): a fixed delay costs every request under light
@@ -13,7 +14,8 @@ load that delay for nothing (with one client there is never anyone to wait for),
 requests whose bodies are being read right now are exactly the ones worth waiting a moment for. One
 still on its way ``ARRIVAL_STALE_S`` after it arrived is a slow client, and is no longer waited for.
 And a request that finds the model idle, with nothing queued and nobody on the way, skips the queue and
-the worker altogether (``predict``): it is a batch of one at once, as if there were no batcher.
+the worker altogether (``predict``): it is a batch of one at once, as if there were no batcher (on the
+event loop, only when it is alone in the service even after a look around).
 """
 
 from __future__ import annotations
@@ -41,14 +43,17 @@ RunBatch = Callable[[list[np.ndarray]], list[Outcome]]
 # every other request pay for one slow client. Loopback and LAN uploads of a digit arrive in a millisecond
 # or two; this leaves room for a slow network's round trips.
 ARRIVAL_STALE_S = 0.25
+# Turns of the event loop before a forward on the event loop starts (``DynamicBatcher._look_around``): two
+# let a request that reached the server in the same read as this one be announced and queued.
+LOOK_AROUND_TURNS = 1
 
 
 class Arrivals:
     """Requests bound for a batcher that have arrived but not yet been queued (process-wide).
 
-    The HTTP layer calls ``announce`` when a batching request starts and the token's ``done`` when it is
-    queued or answered; the batcher reads ``pending``, which leaves out announcements older than
-    ``stale_after_s``.
+    The HTTP layer calls ``announce`` when a batching request starts, the token's ``done`` when it is
+    queued or answered, and ``leave`` when its answer is sent; the batcher reads ``pending``, which leaves
+    out announcements older than ``stale_after_s``, and ``in_service``.
     """
 
     def __init__(self, stale_after_s: float = ARRIVAL_STALE_S) -> None:
@@ -56,15 +61,20 @@ class Arrivals:
         # Live tokens and when each arrived; a dict keeps insertion order, which is arrival order.
         self._live: dict[ArrivalToken, float] = {}
         self.announced = 0  # all announcements so far, for tests and diagnostics
+        self.in_service = 0  # announced and not yet answered: on their way, queued, computing or encoding
 
     def announce(self) -> ArrivalToken:
         self.announced += 1
+        self.in_service += 1
         token = ArrivalToken(self)
         self._live[token] = time.perf_counter()
         return token
 
     def retire(self, token: ArrivalToken) -> None:
         self._live.pop(token, None)
+
+    def leave(self) -> None:
+        self.in_service -= 1
 
     @property
     def pending(self) -> int:
@@ -133,6 +143,7 @@ class DynamicBatcher:
         executor: Executor | None,
         *,
         max_batch_size: int,
+        max_batch_pixels: int = 1 << 62,
         max_batch_delay_s: float,
         max_queue_size: int,
         timeout_s: float,
@@ -141,8 +152,9 @@ class DynamicBatcher:
     ) -> None:
         self.name = name
         self._run_batch = run_batch
-        self._executor = executor  # None: forwards run on the event loop
+        self._executor = executor  # None: forwards run on the event loop, after a look around (``_look_around``)
         self.max_batch_size = max_batch_size
+        self.max_batch_pixels = max_batch_pixels
         self.max_batch_delay_s = max_batch_delay_s
         self.timeout_s = timeout_s
         self._arrivals = arrivals or Arrivals()
@@ -153,7 +165,9 @@ class DynamicBatcher:
         # free to take it, and what arrives meanwhile waits in the queue to join the next.
         self._slots = asyncio.Semaphore(1 if executor is None else max_in_flight)
         self._in_flight: set[asyncio.Task[None]] = set()
-        self._held: _Pending | None = None  # taken off the queue by the worker, waiting for a forward to be free
+        # Taken off the queue by the worker, waiting for a forward to be free (or for the next batch, when it
+        # did not fit in the last one).
+        self._held: _Pending | None = None
         self._gathering = False  # the worker holds requests it is forming into a batch
         self._waiter: asyncio.Future[None] | None = None  # set while the worker waits for arrivals
         self._wanted = 0  # how many more requests would fill the batch the worker is gathering
@@ -208,18 +222,56 @@ class DynamicBatcher:
         """One image's prediction: at once when the model is idle, else through the queue with the others."""
         if arrival is not None:
             arrival.done()
+        if self._executor is None:
+            if self._alone():
+                await self._look_around()
+                if self._alone():
+                    await self._slots.acquire()  # free (``_alone`` checked): returns without waiting
+                    return self._run_inline(array)
+            return await self.enqueue(array)
         if not self._idle():
             return await self.enqueue(array)
         await self._slots.acquire()  # free (``_idle`` checked): returns without waiting
         pending = _Pending(array, asyncio.get_running_loop().create_future())
-        if self._executor is not None:  # a thread that never answers must not hold the request for ever
-            self._set_deadline(pending.future)
+        self._set_deadline(pending.future)  # a thread that never answers must not hold the request for ever
         await self._run([pending])
         return await pending.future
 
+    def _run_inline(self, array: np.ndarray) -> Prediction:
+        """A batch of one, here: no other request is in the service to be held up by it, or to share it."""
+        started = time.perf_counter()
+        try:
+            outcome = self._run_batch([array])[0]
+        finally:
+            self._slots.release()
+        self._metrics.inference_seconds.observe(time.perf_counter() - started)
+        self._metrics.batch_size.observe(1)
+        if isinstance(outcome, Exception):
+            raise outcome
+        return outcome
+
+    def _alone(self) -> bool:
+        return self._idle() and self._arrivals.in_service <= 1
+
+    @staticmethod
+    async def _look_around() -> None:
+        """Let the event loop turn a few times: requests that reached the server with this one get as far as
+        the batcher (or at least their announcement) meanwhile, and can share the forward that follows.
+
+        Forwards on the event loop need this: nothing else would ever suspend a request between its
+        arrival and its forward, so no other request could join it."""
+        for _ in range(LOOK_AROUND_TURNS):
+            await asyncio.sleep(0)
+
     def _idle(self) -> bool:
         """Nothing queued or being gathered, a forward free to start, and no other request on its way."""
-        return self._queue.empty() and not self._gathering and not self._slots.locked() and self._arrivals.pending <= 0
+        return (
+            self._queue.empty()
+            and self._held is None
+            and not self._gathering
+            and not self._slots.locked()
+            and self._arrivals.pending <= 0
+        )
 
     def _set_deadline(self, future: asyncio.Future[Prediction]) -> None:
         timer = asyncio.get_running_loop().call_later(self.timeout_s, _expire, future, self.timeout_s)
@@ -228,22 +280,26 @@ class DynamicBatcher:
     async def _work(self) -> None:
         loop = asyncio.get_running_loop()
         while True:
-            first = self._held = await self._queue.get()
+            if self._held is None:  # else it is what did not fit in the last batch: it starts this one
+                self._held = await self._queue.get()
+            first = self._held
             self._gathering = True
             try:
                 await self._slots.acquire()
                 self._held = None
                 try:
+                    if self._executor is None:
+                        await self._look_around()
                     batch = await self._gather(first)
                 except BaseException:
                     self._slots.release()
                     raise
             except BaseException:
-                if not first.future.done():  # cancelled (shutdown) while holding it
-                    first.future.set_exception(Unavailable("the service is shutting down; retry shortly"))
+                for held in (first, self._held):
+                    if held is not None and not held.future.done():  # cancelled (shutdown) while holding it
+                        held.future.set_exception(Unavailable("the service is shutting down; retry shortly"))
                 raise
             finally:
-                self._held = None
                 self._gathering = False
             live = [pending for pending in batch if not pending.future.done()]  # drop the expired
             self._metrics.queue_depth.set(self.queue_size)
@@ -273,8 +329,7 @@ class DynamicBatcher:
 
     async def _gather(self, first: _Pending) -> list[_Pending]:
         batch = [first]
-        self._take_waiting(batch)
-        if len(batch) >= self.max_batch_size or self.max_batch_delay_s <= 0 or self._arrivals.pending <= 0:
+        if not self._take_waiting(batch) or self.max_batch_delay_s <= 0 or self._arrivals.pending <= 0:
             return batch
         # Requests are on their way: sleep until enough are queued to fill the batch, the last of them
         # is queued, or the delay is up; ``enqueue`` wakes us, once, rather than once per request.
@@ -292,9 +347,17 @@ class DynamicBatcher:
         self._take_waiting(batch)
         return batch
 
-    def _take_waiting(self, batch: list[_Pending]) -> None:
+    def _take_waiting(self, batch: list[_Pending]) -> bool:
+        """Add what is queued to ``batch`` while it fits; whether more would still fit."""
+        pixels = sum(pending.array.size for pending in batch)
         while len(batch) < self.max_batch_size and not self._queue.empty():
-            batch.append(self._queue.get_nowait())
+            pending = self._queue.get_nowait()
+            if pixels + pending.array.size > self.max_batch_pixels:
+                self._held = pending  # the first of the next batch
+                return False
+            batch.append(pending)
+            pixels += pending.array.size
+        return len(batch) < self.max_batch_size
 
     async def _compute(self, batch: list[_Pending]) -> list[tuple[list[_Pending], list[Outcome]]]:
         """One forward per shape in the batch, in an inference thread or here; (group, its outcomes) pairs."""

@@ -13,9 +13,8 @@ for large images the work (milliseconds) would stall every other request.
 from __future__ import annotations
 
 import io
-import struct
-import zlib
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import TypeVar
 
 import anyio.to_thread
@@ -33,7 +32,6 @@ _SIXTEEN_BIT_MODES = frozenset({"I;16", "I;16B", "I;16L", "I;16N", "I"})
 _ALPHA_MODES = frozenset({"LA", "La", "PA", "RGBA", "RGBa"})
 # Formats whose files carry an EXIF orientation worth honouring (phone photos).
 _EXIF_FORMATS = frozenset({"JPEG", "MPO", "TIFF", "WEBP"})
-_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 # The pixel limit is ours, checked in ``open_checked`` from the header before anything is decoded, at the
 # size the operator configured. Pillow's global guard (a warning past 89 MP, an error past 179 MP, raised
@@ -132,28 +130,100 @@ def quantize(array: np.ndarray) -> np.ndarray:
     return (np.clip(array, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
 
 
-def _png_chunk(tag: bytes, body: bytes) -> bytes:
-    return struct.pack(">I", len(body)) + tag + body + struct.pack(">I", zlib.crc32(tag + body))
-
-
 def encode_png(array: np.ndarray) -> bytes:
-    """H×W float in [0, 1] (or uint8) → 8-bit grayscale PNG bytes.
+    """H×W float in [0, 1] → 8-bit grayscale PNG bytes."""
+    return encode_picture(array[None], None, sixteen_bit=False)
 
-    Written directly (signature, IHDR, one IDAT, IEND) rather than through Pillow: for the 28×28 images
-    this service mostly answers, Pillow's encoder set-up costs about four times the whole write, and a
-    grayscale PNG is three fixed chunks. zlib level 1: on large images the default level costs several
-    times as long for a few percent of size.
+
+def quantize16(array: np.ndarray) -> np.ndarray:
+    """[0, 1] float → uint16, rounding to nearest."""
+    return (np.clip(array, 0.0, 1.0) * 65535.0 + 0.5).astype(np.uint16)
+
+
+@dataclass(frozen=True)
+class Picture:
+    """An upload as the models see it, and what it takes to answer in the same kind of image.
+
+    ``planes`` are C×H×W float32 in [0, 1]: one grey plane or three RGB planes (a model denoises each as
+    a grayscale image), laid over black where the upload is transparent, as a digit on a transparent
+    canvas needs; ``alpha`` (H×W in [0, 1]) is handed back untouched; ``sixteen_bit`` answers a 16-bit
+    grey upload in 16 bits.
     """
-    pixels = array if array.dtype == np.uint8 else quantize(array)
-    height, width = pixels.shape
-    rows = np.zeros((height, width + 1), dtype=np.uint8)  # each row starts with filter type 0 (none)
-    rows[:, 1:] = pixels
-    header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)  # 8-bit, grayscale, deflate, no interlace
-    return b"".join(
-        (
-            _PNG_SIGNATURE,
-            _png_chunk(b"IHDR", header),
-            _png_chunk(b"IDAT", zlib.compress(rows.tobytes(), 1)),
-            _png_chunk(b"IEND", b""),
-        )
-    )
+
+    planes: np.ndarray
+    alpha: np.ndarray | None = None
+    sixteen_bit: bool = False
+
+    @property
+    def height(self) -> int:
+        return int(self.planes.shape[1])
+
+    @property
+    def width(self) -> int:
+        return int(self.planes.shape[2])
+
+    def with_planes(self, planes: np.ndarray) -> Picture:
+        """The same kind of picture with other planes (the noisy or the denoised ones) of the same size."""
+        return Picture(planes, self.alpha, self.sixteen_bit)
+
+    def resized(self, size: tuple[int, int]) -> Picture:
+        """Every plane and the alpha resized to (height, width), for a model of a fixed size."""
+        if (self.height, self.width) == size:
+            return self
+        alpha = None if self.alpha is None else resize(self.alpha, size)
+        return Picture(np.stack([resize(plane, size) for plane in self.planes]), alpha, self.sixteen_bit)
+
+
+def to_picture(image: Image.Image) -> Picture:
+    """Any mode → ``Picture``: grey modes one plane (16-bit and float ones kept in 16 bits), colour modes
+    three; palette, CMYK and the like become RGB; an alpha channel is kept aside and the colour laid over it."""
+    mode = image.mode
+    if mode in _SIXTEEN_BIT_MODES:
+        return Picture(np.clip(np.asarray(image, dtype=np.float32) / 65535.0, 0.0, 1.0)[None], None, True)
+    if mode == "F":
+        return Picture(np.clip(np.nan_to_num(np.asarray(image, dtype=np.float32), nan=0.0), 0.0, 1.0)[None], None, True)
+    if mode == "P":
+        image = image.convert("RGBA" if "transparency" in image.info else "RGB")
+    elif mode in ("1", "LA", "La", "L"):
+        image = image.convert("LA" if mode in ("LA", "La") else "L")
+    elif mode not in ("RGB", "RGBA"):
+        image = image.convert("RGBA" if mode in _ALPHA_MODES else "RGB")
+    pixels = np.asarray(image, dtype=np.float32) * np.float32(1 / 255)
+    if pixels.ndim == 2:
+        return Picture(pixels[None])
+    planes = np.moveaxis(pixels, -1, 0)
+    if image.mode in ("LA", "RGBA"):
+        alpha = planes[-1]
+        return Picture(np.ascontiguousarray(planes[:-1] * alpha), alpha)
+    return Picture(np.ascontiguousarray(planes))
+
+
+def load_picture(image: Image.Image) -> Picture:
+    """Decode an image from ``open_checked`` (its first frame, turned as its EXIF says); ``BadImage`` if corrupt."""
+    try:
+        image.load()
+        if image.format in _EXIF_FORMATS:
+            ImageOps.exif_transpose(image, in_place=True)
+        return to_picture(image)
+    except (OSError, SyntaxError, ValueError, EOFError, MemoryError) as exc:
+        raise BadImage(f"the {image.format} image is truncated or corrupt: {exc}") from None
+
+
+def encode_picture(planes: np.ndarray, alpha: np.ndarray | None, sixteen_bit: bool) -> bytes:
+    """C×H×W planes in [0, 1] (and an alpha) → PNG bytes: grey (8 or 16 bits), grey and alpha, RGB or RGBA.
+
+    Colour laid over black on the way in is taken back off the alpha here, so an opaque pixel is
+    unchanged and a half-transparent one keeps its colour. zlib level 1: on large images the default
+    level costs several times as long for a few percent of size.
+    """
+    if alpha is not None:
+        planes = np.where(alpha > 0, planes / np.maximum(alpha, 1e-6), 0.0)
+    if planes.shape[0] == 1 and sixteen_bit and alpha is None:
+        image = Image.fromarray(quantize16(planes[0]))  # mode I;16
+    else:
+        channels = [*planes, alpha] if alpha is not None else list(planes)
+        pixels = np.stack([quantize(channel) for channel in channels], axis=-1)
+        image = Image.fromarray(pixels[..., 0] if pixels.shape[-1] == 1 else pixels)  # L, LA, RGB or RGBA
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG", compress_level=1)
+    return buffer.getvalue()

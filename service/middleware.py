@@ -1,4 +1,4 @@
-"""ASGI middleware: request ids, metrics and access log, the optional API key, the upload byte limit.
+"""ASGI middleware: request ids, metrics and access log, the optional API key, the upload byte limit, arrivals.
 
 Plain ASGI classes rather than Starlette's ``BaseHTTPMiddleware``, which wraps every request in extra
 tasks and streams: at a thousand small requests a second that overhead shows.
@@ -10,15 +10,16 @@ import hashlib
 import hmac
 import json
 import logging
+import random
 import re
 import time
-import uuid
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
 from starlette.exceptions import HTTPException
 
 from service import metrics
+from service.batcher import Arrivals
 from service.logs import REQUEST_ID
 
 Scope = MutableMapping[str, Any]
@@ -27,6 +28,7 @@ Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
+ARRIVAL_SCOPE_KEY = "dae.arrival"
 _REQUEST_ID_PATTERN = re.compile(rb"[A-Za-z0-9._:-]{1,128}")
 
 log = logging.getLogger("service")
@@ -61,7 +63,9 @@ class RequestContextMiddleware:
                 if _REQUEST_ID_PATTERN.fullmatch(value):
                     return str(value.decode("ascii"))
                 break  # anything else (too long, spaces, newlines) could forge log lines: replace it
-        return uuid.uuid4().hex
+        # 128 random bits, as a uuid4 has, from the process's PRNG: an id needs to be unique, not secret,
+        # and os.urandom (what uuid4 reads) is a system call per request.
+        return f"{random.getrandbits(128):032x}"
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -196,3 +200,27 @@ class BodyLimitMiddleware:
             return message
 
         await self.app(scope, receive_counted, send)
+
+
+class ArrivalMiddleware:
+    """Announces each request to a ``@batched`` route to the batchers the moment it arrives (``service.batcher``).
+
+    A middleware rather than a dependency of the route: it runs before the routing and costs one set
+    lookup, where a FastAPI dependency with clean-up costs tens of microseconds a request."""
+
+    def __init__(self, app: ASGIApp, arrivals: Arrivals, paths: frozenset[str]) -> None:
+        self.app = app
+        self.arrivals = arrivals
+        self.paths = paths
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope.get("path") not in self.paths:
+            await self.app(scope, receive, send)
+            return
+        token = self.arrivals.announce()
+        scope[ARRIVAL_SCOPE_KEY] = token
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            token.done()
+            self.arrivals.leave()

@@ -5,11 +5,13 @@ service makes these choices. The rules (their costs measured in docs/benchmarks.
 "Serving"):
 
 - **backend** (``DAE_INFERENCE_BACKEND=auto``):
-  - a model with no convolution (the fixed-size MLPs) runs on the **event loop**: its forward, even
-    for a full batch, is shorter than the hop to a thread and back;
   - a convolutional model on a CPU with two or more cores per worker runs in the worker's **child
     process** (``service.inference_process``): in a thread of the server its forty-odd operators would
     take turns with the event loop at one GIL;
+  - a model with no convolution (the fixed-size MLPs) on a CPU runs on the **event loop**: its forward,
+    even for a full batch, is shorter than the hop to a thread and back, and in a thread it would take
+    turns with the event loop at the GIL anyway. The batcher lets the loop turn before each such forward
+    (``DynamicBatcher._look_around``), so that requests that came in together share it;
   - anything else, and everything on CUDA (one stream keeps one worker's kernels in order), runs in
     **inference threads** of the worker.
 - **precision** (``DAE_INFERENCE_DTYPE=auto``): bfloat16 for a convolutional model on a CPU with native

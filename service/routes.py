@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import base64
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Any, TypeVar
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Request
 from fastapi.responses import FileResponse, Response
+from fastapi.routing import APIRoute
+from starlette.routing import BaseRoute
 
 from models.corruptions import NOISES
 from models.device import dtype_name
@@ -18,6 +20,7 @@ from service.batcher import ArrivalToken
 from service.denoiser import Denoised
 from service.errors import InvalidField, ServiceError, Unavailable
 from service.forms import form_body, read_form
+from service.middleware import ARRIVAL_SCOPE_KEY
 from service.noise import NoiseSpec, corrupt_upload
 from service.registry import ModelStore
 from service.schemas import (
@@ -40,6 +43,7 @@ from service.schemas import (
 from service.settings import Settings
 
 STATIC_DIR = Path(__file__).parent / "static"
+Endpoint = TypeVar("Endpoint", bound=Callable[..., Awaitable[Any]])
 
 _ERROR_TEXT = {
     400: "the upload is empty, not an image, or corrupt",
@@ -83,18 +87,23 @@ def _store(request: Request) -> ModelStore:
     return store
 
 
-async def _arrival(request: Request) -> AsyncIterator[ArrivalToken]:
-    """Tells the batchers a request is on its way the moment it arrives (``service.batcher.Arrivals``): its
-    body is read after this runs, and whoever finishes with it first (the batcher, or an error) retires it."""
-    token: ArrivalToken = request.app.state.arrivals.announce()
-    try:
-        yield token
-    finally:
-        token.done()
+def batched(endpoint: Endpoint) -> Endpoint:
+    """Marks a route whose requests go through a batcher: ``service.middleware.ArrivalMiddleware`` then tells
+    the batchers each such request is on its way the moment it arrives (``service.batcher.Arrivals``)."""
+    endpoint.batched = True  # type: ignore[attr-defined]  # read by batched_paths
+    return endpoint
 
 
-# Declared by every route whose requests are batched: their arrivals are what a batch waits for.
-BatchedArrival = Annotated[ArrivalToken, Depends(_arrival)]
+def batched_paths(routes: list[BaseRoute]) -> frozenset[str]:
+    """The paths of the routes marked ``@batched``."""
+    return frozenset(
+        route.path for route in routes if isinstance(route, APIRoute) and getattr(route.endpoint, "batched", False)
+    )
+
+
+def _arrival(request: Request) -> ArrivalToken | None:
+    token: ArrivalToken | None = request.scope.get(ARRIVAL_SCOPE_KEY)
+    return token
 
 
 def wants_png(request: Request) -> bool:
@@ -170,14 +179,16 @@ async def corrupt(request: Request) -> Response:
     openapi_extra=form_body(DenoiseForm),
     summary="Denoise an image (optionally corrupting it first)",
 )
-async def denoise(request: Request, arrival: BatchedArrival) -> Response | DenoiseResponse:
+@batched
+async def denoise(request: Request) -> Response | DenoiseResponse:
     """The model's output as JSON (PNG in base64, errors), or with ``Accept: image/png`` the PNG alone with
     its reconstruction error in ``X-Reconstruction-MSE``. With ``noise`` the upload is taken as clean,
     corrupted first, and the PSNR of the noisy and the denoised image against it is reported."""
     form, (upload,) = await read_form(request, DenoiseForm, max_files=1)
     denoiser = _store(request).get(form.model)
     png_only = wants_png(request)
-    result = await denoiser.denoise(upload.data, _noise(form.noise, form.level, form.seed), arrival, not png_only)
+    noise = _noise(form.noise, form.level, form.seed)
+    result = await denoiser.denoise(upload.data, noise, _arrival(request), with_noisy=not png_only)
     if png_only:
         return Response(result.denoised_png, media_type="image/png", headers=png_headers(result))
     return json_body(result)
@@ -199,7 +210,8 @@ def _batch_item(index: int, filename: str | None, outcome: Denoised | ServiceErr
     openapi_extra=form_body(DenoiseBatchForm),
     summary="Denoise several images in one request",
 )
-async def denoise_batch(request: Request, arrival: BatchedArrival) -> BatchResponse:
+@batched
+async def denoise_batch(request: Request) -> BatchResponse:
     """Several ``file`` fields, the same options for all; one result per file in upload order. An image
     that fails carries its own ``status_code`` and ``detail`` while the others are answered. With a
     ``seed``, image i is corrupted with seed + i."""
@@ -213,7 +225,7 @@ async def denoise_batch(request: Request, arrival: BatchedArrival) -> BatchRespo
             f"{settings.max_batch_files} per request (DAE_MAX_BATCH_FILES)"
         )
     noises = NoiseSpec.for_batch(len(uploads), form.noise, form.level, form.seed)
-    outcomes = await denoiser.denoise_many([upload.data for upload in uploads], noises, arrival)
+    outcomes = await denoiser.denoise_many([upload.data for upload in uploads], noises, _arrival(request))
     return BatchResponse(
         results=[
             _batch_item(index, upload.filename, outcome)

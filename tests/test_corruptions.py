@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from models.corruptions import NOISE_TYPES, corrupt, make_generator
+from models.corruptions import DEFAULT_LEVELS, NOISE_TYPES, corrupt, make_generator
 
 
 def grey(n: int = 64, size: int = 28) -> torch.Tensor:
@@ -61,6 +61,28 @@ def test_mixed_gives_each_image_one_type_and_a_level_up_to_the_maximum() -> None
     assert all(c > 60 for c in counts.values()), counts
 
 
+def test_mixed_photo_draws_gaussian_up_to_the_level_and_impulses_up_to_half() -> None:
+    x = grey(n=300)
+    level = DEFAULT_LEVELS["mixed_photo"]
+    assert level == 55 / 255
+    noisy = corrupt(x, "mixed_photo", None, make_generator(3))
+    counts, impulse_fractions = {"gaussian": 0, "salt_pepper": 0, "masking": 0}, []
+    for image in noisy:
+        values = set(image.unique().tolist())
+        if values <= {0.0, 0.5, 1.0} and 1.0 in values:
+            counts["salt_pepper"] += 1
+            impulse_fractions.append((image != 0.5).float().mean().item())
+        elif values <= {0.0, 0.5}:
+            counts["masking"] += 1
+            impulse_fractions.append((image == 0).float().mean().item())
+        else:
+            counts["gaussian"] += 1
+            assert (image - 0.5).std() <= level * 1.05
+    assert all(c > 60 for c in counts.values()), counts
+    # the impulse types reach past the Gaussian bound, up to half the pixels
+    assert max(impulse_fractions) <= 0.5 + 0.05 and max(impulse_fractions) > 0.4
+
+
 @pytest.mark.parametrize("noise", NOISE_TYPES)
 def test_values_stay_in_unit_range_with_shape_dtype_and_device_kept(noise: str) -> None:
     x = torch.rand(16, 1, 20, 33)
@@ -69,7 +91,7 @@ def test_values_stay_in_unit_range_with_shape_dtype_and_device_kept(noise: str) 
     assert noisy.min() >= 0 and noisy.max() <= 1
 
 
-@pytest.mark.parametrize("noise", ["gaussian", "salt_pepper", "masking", "mixed"])
+@pytest.mark.parametrize("noise", ["gaussian", "salt_pepper", "masking", "mixed", "mixed_photo"])
 def test_same_seed_same_output_other_seed_other_output(noise: str) -> None:
     x = torch.rand(8, 1, 28, 28)
     a = corrupt(x, noise, 0.3, make_generator(7))
@@ -91,7 +113,7 @@ def test_unknown_noise_is_an_error_naming_the_choices() -> None:
 
 
 @pytest.mark.cuda
-@pytest.mark.parametrize("noise", ["gaussian", "salt_pepper", "masking", "mixed"])
+@pytest.mark.parametrize("noise", ["gaussian", "salt_pepper", "masking", "mixed", "mixed_photo"])
 def test_on_cuda_reproducible_and_statistically_like_cpu(noise: str) -> None:
     x = grey(n=256)
     on_gpu = [corrupt(x.cuda(), noise, 0.2, make_generator(5, "cuda")) for _ in range(2)]

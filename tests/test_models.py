@@ -45,6 +45,26 @@ def test_conv_denoiser_takes_any_size(size: tuple[int, int]) -> None:
     assert out.shape == x.shape and out.min() >= 0 and out.max() <= 1
 
 
+@pytest.mark.parametrize("size", [(1, 1), (3, 3), (1, 40), (37, 53)])
+def test_residual_unet_takes_any_size_and_starts_as_the_identity(size: tuple[int, int]) -> None:
+    model = create_model("unet-res", channels=4).eval()
+    x = torch.rand(2, 1, *size)
+    with torch.inference_mode():
+        out = model(x)
+    assert out.shape == x.shape and torch.equal(out, x)  # the noise estimate starts at zero
+
+
+def test_residual_unet_subtracts_its_noise_estimate_and_clamps_only_outside_training() -> None:
+    model = create_model("unet-res")
+    assert model.hyperparameters == {"channels": 32, "depth": 2} and model.input_size is None
+    assert 400_000 <= sum(p.numel() for p in model.parameters()) <= 500_000
+    torch.nn.init.constant_(model.head.bias, 0.25)  # a noise estimate of 0.25 everywhere
+    x = torch.rand(1, 1, 16, 20)
+    with torch.inference_mode():
+        assert torch.allclose(model.train()(x), x - 0.25)
+        assert torch.equal(model.eval()(x), (x - 0.25).clamp(0, 1))
+
+
 def test_metrics_per_image() -> None:
     clean = torch.rand(4, 1, 28, 28)
     noisy = (clean + 0.1 * torch.randn_like(clean)).clamp(0, 1)

@@ -12,20 +12,28 @@ from collections.abc import Iterator
 from dataclasses import MISSING, fields
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
+from PIL import Image
 from torch import nn
 
 import training.train as train_module
 from models.architectures import MODEL_REGISTRY, register_model
 from models.checkpoint import load_checkpoint
 from tests.conftest import FIXTURE_ROOT, REPO
+from training.batches import PatchBatches
 from training.cli import eval_main, parse_arch_arg, train_config, train_main, train_parser
+from training.photos import load_photos
 from training.study.config import StudyConfig
 from training.study.zoo import SPEC_BY_NAME, ModelZoo
-from training.train import TrainConfig
+from training.train import TrainConfig, validation_psnr
 
 QUICK = ["--data-root", str(FIXTURE_ROOT), "--batch-size", "32", "--seed", "3"]
+PHOTO_FOLDER = FIXTURE_ROOT / "natural" / "train400"  # six 48×48 crops of real train400 photos
+PHOTO_RUN = ["--data-root", str(FIXTURE_ROOT), "--arch", "unet-res", "--arch-arg", "channels=4",
+             "--noise", "mixed_photo", "--patch-size", "16", "--batch-size", "4", "--epochs", "1",
+             "--steps-per-epoch", "3", "--val-images", "2"]  # fmt: skip
 
 
 def card_of(stem: Path) -> dict:
@@ -182,6 +190,107 @@ def test_missing_data_is_one_clear_error(tmp_path: Path, capsys: pytest.CaptureF
     err = capsys.readouterr().err
     assert code == 2
     assert "missing train-images-idx3-ubyte, train-labels-idx1-ubyte" in err and str(empty) in err
+
+
+def test_photo_run_on_train400_writes_a_model_for_any_size_and_a_folder_path_is_the_same_data(
+    tmp_path: Path,
+) -> None:
+    assert train_main(["--dataset", "train400", *PHOTO_RUN, "--out", str(tmp_path / "named")]) == 0
+    model, card = load_checkpoint(tmp_path / "named")
+    assert card.dataset == "train400" and card.architecture == "unet-res" and card.noise == "mixed_photo"
+    assert card_of(tmp_path / "named")["input_size"] is None
+    training = card.training
+    assert (training["train_images"], training["val_images"]) == (4, 2)
+    assert training["config"]["patch_size"] == 16 and training["steps_per_epoch"] == 3
+    assert training["val_psnr_db"] is not None
+    with torch.inference_mode():
+        assert model(torch.rand(1, 1, 37, 50)).shape == (1, 1, 37, 50)
+    assert train_main(["--dataset", str(PHOTO_FOLDER), *PHOTO_RUN, "--out", str(tmp_path / "folder")]) == 0
+    by_path = card_of(tmp_path / "folder")
+    assert by_path["dataset"] == str(PHOTO_FOLDER)
+    assert by_path["weights_sha256"] == card_of(tmp_path / "named")["weights_sha256"]  # same images, same seed
+
+
+def dihedral(crop: torch.Tensor) -> list[torch.Tensor]:
+    """The 8 symmetries of a square crop: four rotations, each with and without a mirror."""
+    rotations = [torch.rot90(crop, k, dims=(-2, -1)) for k in range(4)]
+    return [*rotations, *(r.flip(-1) for r in rotations)]
+
+
+def test_patches_are_augmented_crops_of_the_train_images_reproducible_from_the_seed() -> None:
+    # Every pixel value unique across the images, so a patch matches exactly one crop of one image.
+    values = torch.randperm(256, generator=torch.Generator().manual_seed(0)).to(torch.uint8)
+    images = [values[:42].view(6, 7), values[42:82].view(8, 5), values[82:131].view(7, 7)]
+    p = 4
+    candidates, labels = [], []
+    for index, image in enumerate(images):
+        for top in range(image.shape[0] - p + 1):
+            for left in range(image.shape[1] - p + 1):
+                for symmetry, view in enumerate(dihedral(image[top : top + p, left : left + p])):
+                    candidates.append(view)
+                    labels.append((index, symmetry))
+    batches = PatchBatches(images, p, batch=256, steps=2, seed=5)
+    patches = batches.crops(torch.Generator().manual_seed(1))
+    matches = (patches[:, None] == torch.stack(candidates)[None]).all(-1).all(-1)
+    assert torch.all(matches.sum(1) == 1), "every patch is one symmetry of one crop of one image"
+    found = [labels[i] for i in matches.int().argmax(1).tolist()]
+    assert {i for i, _ in found} == {0, 1, 2} and {s for _, s in found} == set(range(8))
+
+    def epoch(seed: int, number: int, rank: int = 0) -> list[torch.Tensor]:
+        return list(PatchBatches(images, p, batch=8, steps=2, seed=seed, rank=rank).epoch(number))
+
+    first = epoch(5, 0)
+    assert len(first) == 2 and first[0].shape == (8, 1, p, p) and first[0].dtype == torch.float32
+    assert all(torch.equal(a, b) for a, b in zip(first, epoch(5, 0), strict=True))
+    for other in (epoch(6, 0), epoch(5, 1), epoch(5, 0, rank=1)):
+        assert not torch.equal(first[0], other[0])
+    assert PatchBatches.default_steps(images, p, 8) == 2  # ceil(131 pixels / 16 per patch / 8 per step)
+
+
+def test_photo_folders_may_mix_sizes_formats_and_colour(tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    gray, colour = rng.integers(0, 256, (20, 30), np.uint8), rng.integers(0, 256, (24, 24, 3), np.uint8)
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    Image.fromarray(gray).save(folder / "a.png")
+    Image.fromarray(colour).save(folder / "b.jpg")
+    (folder / "notes.txt").write_text("not an image")
+    photos = load_photos(str(folder), "unused")
+    assert [tuple(p.shape) for p in photos] == [(20, 30), (24, 24)] and photos[1].dtype == torch.uint8
+    assert torch.equal(photos[0], torch.from_numpy(gray))
+    args = ["--dataset", str(folder), *PHOTO_RUN[2:], "--patch-size", "8", "--val-images", "1"]
+    assert train_main([*args, "--out", str(tmp_path / "m")]) == 0
+    assert card_of(tmp_path / "m")["training"]["val_images"] == 1
+
+
+def test_photo_validation_averages_over_images_of_different_sizes() -> None:
+    val = [torch.full(size, 128, dtype=torch.uint8) for size in [(64, 64), (48, 80), (64, 64), (3, 500)]]
+    model = train_module.build_model(TrainConfig(arch="unet-res", arch_args={"channels": 4})).eval()
+    cfg = TrainConfig(noise="gaussian", level=0.1)
+    # an untrained unet-res is the identity, so this is the noisy PSNR: σ 0.1 → 20 dB
+    assert validation_psnr(model, val, cfg) == pytest.approx(20.0, abs=0.3)
+
+
+def test_missing_photos_or_patches_that_do_not_fit_are_clear_errors(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = ["--patch-size", "16", "--out", str(tmp_path / "x")]
+    nowhere = tmp_path / "nowhere"
+    assert train_main(["--dataset", str(nowhere), *out]) == 2
+    assert str(nowhere) in capsys.readouterr().err
+    assert train_main(["--dataset", "train400", "--data-root", str(tmp_path), *out]) == 2
+    err = capsys.readouterr().err
+    assert str(tmp_path / "natural" / "train400") in err and str(tmp_path / "train400") in err
+    (tmp_path / "empty").mkdir()
+    assert train_main(["--dataset", str(tmp_path / "empty"), *out]) == 2
+    err = capsys.readouterr().err
+    assert str(tmp_path / "empty") in err and "no image files" in err
+    assert train_main(["--dataset", str(PHOTO_FOLDER), "--out", str(tmp_path / "x")]) == 2
+    assert "give --patch-size" in capsys.readouterr().err
+    assert train_main(["--dataset", str(PHOTO_FOLDER), "--patch-size", "64", "--out", str(tmp_path / "x")]) == 2
+    err = capsys.readouterr().err
+    assert "--patch-size 64 does not fit" in err and "Traceback" not in err
+    assert not list(tmp_path.glob("x*")), "nothing is written for a refused run"
 
 
 def test_bad_level_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -1,9 +1,10 @@
 """The training loop: one process or ``torchrun`` data-parallel, on whatever device is present.
 
-The whole train split lives on the device as one uint8 tensor; each step gathers a batch by index,
-corrupts it there, and takes one optimizer step on ‖x − f(x̃)‖². Nothing syncs with the host per step
-except every ``log_every`` steps for the progress bar. The epoch with the best validation PSNR (on a
-fixed held-out slice of the train split) is the one written.
+The whole train split lives on the device as uint8; each step gathers a batch there (whole images by
+index, or random crops of photos: ``training.batches``), corrupts it there, and takes one optimizer step
+on ‖x − f(x̃)‖². Nothing syncs with the host per step except every ``log_every`` steps for the progress
+bar. The epoch with the best validation PSNR (on a fixed held-out slice of the train images) is the one
+written.
 """
 
 from __future__ import annotations
@@ -32,8 +33,13 @@ from models.checkpoint import ModelCard, checkpoint_paths, save_checkpoint
 from models.corruptions import DEFAULT_LEVELS, NOISE_TYPES, corrupt, make_generator, validate_level
 from models.device import is_convolutional, resolve_device
 from models.metrics import psnr_per_image
+from training.batches import Batches, PatchBatches, WholeImageBatches, size_groups
 from training.data import DATASETS, holdout_split, load_split
 from training.evaluate import to_float_batch
+from training.photos import PHOTO_DATASETS, PHOTO_VAL_FRACTION, is_photo_dataset, load_photos
+
+# A train split: one N×H×W uint8 tensor (MNIST-style), or a list of H×W ones that may differ in size (photos).
+Images = torch.Tensor | list[torch.Tensor]
 
 
 @dataclass
@@ -44,8 +50,14 @@ class TrainConfig:
     registered architecture is one), and ``flag``, ``required`` or ``cli: False`` where the option differs.
     """
 
-    dataset: str = field(default="mnist", metadata={"help": "the data set", "choices": DATASETS})
-    data_root: str = field(default="data", metadata={"help": "folder holding the IDX files"})
+    dataset: str = field(
+        default="mnist",
+        metadata={
+            "help": f"the data set: {', '.join(DATASETS)} (IDX files), {', '.join(PHOTO_DATASETS)} (photos, "
+            "under --data-root) or the path of a folder of images (PNG, JPEG, …; read as 8-bit grayscale)"
+        },
+    )
+    data_root: str = field(default="data", metadata={"help": "folder holding the data sets"})
     arch: str = field(default="mlp", metadata={"help": "architecture, by registered name", "choices": list_models})
     arch_args: dict[str, Any] = field(
         default_factory=dict,
@@ -57,8 +69,17 @@ class TrainConfig:
     )
     noise: str = field(default="gaussian", metadata={"help": "the corruption trained on", "choices": NOISE_TYPES})
     level: float | None = field(default=None, metadata={"help": "noise level (default: the noise's reference default)"})
-    epochs: int = field(default=10, metadata={"help": "passes over the train images"})
+    epochs: int = field(default=10, metadata={"help": "passes over the train images (see --steps-per-epoch)"})
     batch_size: int = field(default=128, metadata={"help": "images per optimizer step, over all processes"})
+    patch_size: int | None = field(
+        default=None, metadata={"help": "train on random square crops of this side (photo data sets)"}
+    )
+    steps_per_epoch: int | None = field(
+        default=None,
+        metadata={
+            "help": "steps per epoch for patch training; default: one pass worth of patches over the train images"
+        },
+    )
     lr: float = field(default=1e-3, metadata={"help": "Adam's learning rate"})
     schedule: str = field(
         default="constant",
@@ -128,13 +149,47 @@ def lr_at(cfg: TrainConfig, epoch: int) -> float:
     return cfg.lr
 
 
+def load_train_images(cfg: TrainConfig, device: torch.device) -> tuple[Images, Images]:
+    """(train, held-out validation) images on ``device``: whole images both, photos as lists of them."""
+    if not is_photo_dataset(cfg.dataset):
+        images, _ = load_split(cfg.dataset, "train", cfg.data_root)
+        if cfg.limit:
+            images = images[: cfg.limit]
+        train_idx, val_idx = holdout_split(len(images), max_val=cfg.val_images)
+        return images[train_idx].to(device), images[val_idx].to(device)
+    photos = load_photos(cfg.dataset, cfg.data_root)
+    if cfg.limit:
+        photos = photos[: cfg.limit]
+    train_idx, val_idx = holdout_split(len(photos), PHOTO_VAL_FRACTION, max_val=cfg.val_images)
+    return [photos[i].to(device) for i in train_idx], [photos[i].to(device) for i in val_idx]
+
+
+def make_batches(cfg: TrainConfig, train_images: Images, info: DistInfo, device: torch.device) -> Batches:
+    """The clean batches of every step: crops for ``--patch-size``, else whole images (which must share a size)."""
+    per_rank_batch = max(1, cfg.batch_size // info.world_size)
+    if cfg.patch_size is None:
+        if not isinstance(train_images, torch.Tensor):
+            raise ValueError(f"--dataset {cfg.dataset} is a photo data set: give --patch-size (e.g. 64)")
+        return WholeImageBatches(train_images, per_rank_batch, cfg.seed, info.rank, info.world_size)
+    if cfg.steps_per_epoch is not None and cfg.steps_per_epoch < 1:
+        raise ValueError(f"--steps-per-epoch must be 1 or more, not {cfg.steps_per_epoch}")
+    images = list(train_images)
+    steps = cfg.steps_per_epoch or PatchBatches.default_steps(images, cfg.patch_size, per_rank_batch * info.world_size)
+    return PatchBatches(images, cfg.patch_size, per_rank_batch, steps, cfg.seed, info.rank, device)
+
+
 @torch.inference_mode()
-def validation_psnr(model: nn.Module, val_images: torch.Tensor, cfg: TrainConfig) -> float:
-    """Mean PSNR on the held-out slice, under the training noise with a fixed seed."""
-    generator = make_generator(cfg.seed + 99, val_images.device)
+def validation_psnr(model: nn.Module, val_images: Images, cfg: TrainConfig) -> float:
+    """Mean PSNR on the held-out slice, under the training noise with a fixed seed.
+
+    Photos of different sizes are denoised a group of one size at a time.
+    """
+    device = val_images.device if isinstance(val_images, torch.Tensor) else val_images[0].device
+    generator = make_generator(cfg.seed + 99, device)
     channels_last = is_convolutional(model)
-    total = torch.zeros((), device=val_images.device)
-    for chunk in val_images.split(1000):
+    total = torch.zeros((), device=device)
+    chunks = val_images.split(1000) if isinstance(val_images, torch.Tensor) else size_groups(val_images)
+    for chunk in chunks:
         clean = to_float_batch(chunk)
         noisy = corrupt(clean, cfg.noise, cfg.noise_level, generator)
         total += psnr_per_image(model(prepare(noisy, channels_last)).float(), clean).sum()
@@ -155,11 +210,8 @@ def train(cfg: TrainConfig) -> ModelCard | None:
     info = init_distributed(cfg.device)
     device = resolve_device(cfg.device, info.local_rank)
     torch.manual_seed(cfg.seed)
-    images, _ = load_split(cfg.dataset, "train", cfg.data_root)
-    if cfg.limit:
-        images = images[: cfg.limit]
-    train_idx, val_idx = holdout_split(len(images), max_val=cfg.val_images)
-    train_images, val_images = images[train_idx].to(device), images[val_idx].to(device)
+    train_images, val_images = load_train_images(cfg, device)
+    batches = make_batches(cfg, train_images, info, device)
 
     model = build_model(cfg).to(device)
     channels_last = is_convolutional(model)  # decided by what the model is, not by its name
@@ -178,24 +230,18 @@ def train(cfg: TrainConfig) -> ModelCard | None:
         ddp_model = nn.parallel.DistributedDataParallel(model, device_ids=device_ids)
     use_bf16 = device.type == "cuda"
 
-    per_rank_batch = max(1, cfg.batch_size // info.world_size)
-    n = len(train_images) - len(train_images) % info.world_size  # equal shards keep ranks in step
-    steps = -(-n // info.world_size // per_rank_batch)
+    steps = batches.steps
     history: list[dict[str, float | None]] = []
     started = time.perf_counter()
     for epoch in range(start_epoch, cfg.epochs):
         for group in optimizer.param_groups:
             group["lr"] = lr_at(cfg, epoch)
-        # The permutation is the same on every rank (same seed); each takes its own stride of it.
-        perm = torch.randperm(len(train_images), generator=make_generator(cfg.seed * 1000 + epoch))[:n]
-        shard = perm[info.rank :: info.world_size].to(device)
         noise_gen = make_generator((cfg.seed * 1000 + epoch) * 64 + info.rank, device)
         model.train()
         running = torch.zeros((), device=device)
         bar = tqdm(total=steps, desc=f"epoch {epoch + 1}/{cfg.epochs}", disable=not info.is_main, unit="step")
         tick, seen = time.perf_counter(), 0
-        for step, idx in enumerate(shard.split(per_rank_batch)):
-            clean = to_float_batch(train_images[idx])
+        for step, clean in enumerate(batches.epoch(epoch)):
             noisy = prepare(corrupt(clean, cfg.noise, cfg.noise_level, noise_gen), channels_last)
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16):
                 out = ddp_model(noisy)
@@ -204,7 +250,7 @@ def train(cfg: TrainConfig) -> ModelCard | None:
             loss.backward()
             optimizer.step()
             running += loss.detach()
-            seen += len(idx) * info.world_size
+            seen += len(clean) * info.world_size
             if (step + 1) % cfg.log_every == 0 or step + 1 == steps:
                 rate = seen / (time.perf_counter() - tick)
                 bar.set_postfix(loss=f"{running.item() / (step + 1):.4f}", img_s=f"{rate:,.0f}")
@@ -246,6 +292,7 @@ def train(cfg: TrainConfig) -> ModelCard | None:
                 "rank_weight_digests": digests,
                 "wall_time_s": round(wall, 1),
                 "train_images": len(train_images),
+                "steps_per_epoch": steps,
                 "val_images": len(val_images),
                 "val_psnr_db": finite_or_none(round(float(best["psnr"]), 3)),
                 "history": history,

@@ -40,7 +40,7 @@ def executor() -> Iterator[ThreadPoolExecutor]:
     pool.shutdown(wait=True)
 
 
-def make_batcher(run: Recorder, executor: ThreadPoolExecutor, **options: float) -> DynamicBatcher:
+def make_batcher(run: Recorder, executor: ThreadPoolExecutor | None, **options: float) -> DynamicBatcher:
     settings = {"max_batch_size": 8, "max_batch_delay_s": 0.0, "max_queue_size": 64, "timeout_s": 10.0, **options}
     return DynamicBatcher(
         "test",
@@ -253,3 +253,41 @@ def test_with_two_inference_threads_two_batches_compute_at_once() -> None:
     finally:
         pool.shutdown(wait=True)
     assert run.sizes == [2, 2]
+
+
+def test_without_an_executor_forwards_run_on_the_event_loop_alone_or_batched() -> None:
+    """A lone request computes at once in the event loop's thread; requests that arrive together share a forward."""
+    threads: list[int] = []
+    recorder = Recorder()
+
+    def run(inputs: list[np.ndarray]) -> list[Outcome]:
+        threads.append(threading.get_ident())
+        return recorder(inputs)
+
+    async def scenario() -> list[float]:
+        arrivals = Arrivals()
+        batcher = DynamicBatcher(
+            "test", run, None, max_batch_size=8, max_batch_delay_s=0.0, max_queue_size=64, timeout_s=10.0,
+            arrivals=arrivals,
+        )  # fmt: skip
+
+        async def request(value: float) -> float:  # what the HTTP layer does around a batched route
+            token = arrivals.announce()
+            try:
+                return (await batcher.predict(image(value), token)).reconstruction_mse
+            finally:
+                token.done()
+                arrivals.leave()
+
+        batcher.start()
+        try:
+            alone = await request(0.5)
+            together = await asyncio.gather(*(request(i / 10) for i in range(6)))
+            return [alone, *together]
+        finally:
+            await batcher.stop()
+
+    means = asyncio.run(scenario())
+    assert np.allclose(means, [0.5, *(i / 10 for i in range(6))])
+    assert set(threads) == {threading.get_ident()}  # never in another thread
+    assert recorder.sizes[0] == 1 and len(recorder.sizes) < 7, recorder.sizes  # the six shared forwards

@@ -25,7 +25,7 @@ from service.app import create_app
 from service.errors import Unavailable
 from service.inference import Prediction
 from service.inference_process import InferenceProcess
-from tests.service.conftest import AppClient, LiveServer, denoise, png_bytes, settings_for
+from tests.service.conftest import AppClient, LiveServer, settings_for
 
 PROCESS = {"inference_backend": "process"}
 FIELDS = {"model": "conv-blind", "noise": "gaussian", "level": "0.4", "seed": "11"}
@@ -147,9 +147,6 @@ def test_models_says_where_each_model_runs_and_auto_keeps_the_mlps_on_the_event_
     thread_client = make_client(inference_backend="thread")
     assert backends(thread_client) == {"conv": "thread", "mlp": "thread"}
     assert thread_client.store.process is None
-    loop_client = make_client(inference_backend="loop")
-    assert backends(loop_client) == {"conv": "loop", "mlp": "loop"}
-    assert denoise(loop_client, png_bytes(np.zeros((28, 28), np.uint8)), model="conv-blind")["model"] == "conv-blind"
 
 
 class StallsOnWhite(nn.Module):

@@ -98,6 +98,36 @@ def test_concurrent_clients_share_a_batch(make_server: Any, digits: list[bytes])
     assert single - metric(before, "dae_batch_size_bucket", le="1.0", model=MODEL) < forwards  # a batch > 1
 
 
+def test_on_the_event_loop_a_lone_request_runs_alone_and_concurrent_ones_share_forwards(
+    make_server: Any, digits: list[bytes]
+) -> None:
+    """The MLP's forwards run on the event loop (auto): no batch waits for a lone request, yet requests that
+    come in together are batched, thanks to the batcher's look around."""
+    server = make_server(max_batch_size=32)
+    assert {m["name"]: m["inference_backend"] for m in httpx.get(server.url + "/models").json()["models"]}[MODEL] == (
+        "loop"
+    )
+
+    def forwards_and_images() -> tuple[float, float]:
+        text = httpx.get(server.url + "/metrics").text
+        return metric(text, "dae_batch_size_count", model=MODEL), metric(text, "dae_batch_size_sum", model=MODEL)
+
+    before = forwards_and_images()
+    for digit in digits[:5]:
+        assert post_digit(server.url, digit).status_code == 200
+    after = forwards_and_images()
+    assert (after[0] - before[0], after[1] - before[1]) == (5, 5)  # one at a time: five batches of one
+
+    clients, rounds = 16, 8
+    with ThreadPoolExecutor(clients) as pool:
+        responses = list(pool.map(lambda i: post_digit(server.url, digits[i % len(digits)]), range(clients * rounds)))
+    assert [r.status_code for r in responses] == [200] * (clients * rounds)
+    final = forwards_and_images()
+    forwards, images = final[0] - after[0], final[1] - after[1]
+    assert images == clients * rounds
+    assert forwards < images, "concurrent requests never shared a forward"
+
+
 def test_a_full_queue_answers_503_with_retry_after_then_recovers(make_server: Any, digit: bytes) -> None:
     server = make_server(max_batch_size=1, max_queue_size=2, **MODELS_IN_PROCESS)
     release = threading.Event()
