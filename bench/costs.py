@@ -1,7 +1,7 @@
 """The small costs the serving path is designed around, each measured alone: decode, encode, hops, forwards.
 
 The service's docstrings explain their choices with these (what runs on the event loop, what goes to a
-thread or the child process, why the form is parsed by hand and the PNG written by hand); the figures live
+thread or the child process, why the form is parsed and the PNG written by hand); the figures live
 here, in docs/benchmarks.md, where anyone can rerun them:
 
     python -m bench.costs              # prints the table and writes it to docs/benchmarks.md
@@ -33,7 +33,7 @@ from PIL import Image
 from bench.common import device_description, write_section
 from models.architectures import create_model
 from service.forms import read_form
-from service.images import encode_png, load_pixels, open_checked
+from service.images import encode_png, load_pixels, open_checked, quantize
 from service.schemas import DenoiseForm
 
 HEADING = "Serving costs"
@@ -153,20 +153,20 @@ def measure(repeats: int) -> list[tuple[str, float, str]]:
         load_pixels(open_checked(png, 1 << 22))
 
     def pillow_encode() -> None:
-        Image.fromarray(pixels).convert("L").save(io.BytesIO(), format="PNG")
+        Image.fromarray(quantize(pixels)).save(io.BytesIO(), format="PNG", compress_level=1)
 
     def forward(model: torch.nn.Module, batch: int, dtype: torch.dtype = torch.float32) -> float:
         return forward_us(model, batch, dtype, max(20, 2000 // batch), repeats) / batch
 
     return [
         ("decode a 28×28 PNG (open, check, to float)", per_call_us(decode, 2000, repeats), ""),
-        ("encode a 28×28 PNG (service.images.encode_png)", per_call_us(lambda: encode_png(pixels), 5000, repeats), ""),
-        ("encode a 28×28 PNG with Pillow", per_call_us(pillow_encode, 2000, repeats), "why encode_png is hand-written"),
+        ("encode a 28×28 PNG (service.images.write_png)", per_call_us(lambda: encode_png(pixels), 5000, repeats), ""),
+        ("encode a 28×28 PNG with Pillow", per_call_us(pillow_encode, 2000, repeats), "why write_png is hand-written"),
         ("event loop → thread → event loop (no work)", thread_hop_us(2000, repeats), "per batch, in threads"),
         ("a digit to a child process and back", pipe_round_trip_us(2000, repeats), "per batch, in the child"),
         ("a request through FastAPI's Form(model) parsing", fastapi_form, "in-process ASGI, empty answer"),
         ("the same request through service.forms.read_form", hand_form, "why the routes parse their form by hand"),
-        ("MLP forward, batch 1 (float32)", forward(mlp, 1), "why the MLPs run on the event loop"),
+        ("MLP forward, batch 1 (float32)", forward(mlp, 1), "shorter than a hop: the MLPs run on the event loop"),
         ("MLP forward, batch 32 (float32), per image", forward(mlp, 32), ""),
         ("U-Net forward, batch 1 (float32)", forward(unet, 1), ""),
         ("U-Net forward, batch 32 (float32), per image", forward(unet, 32), ""),

@@ -1,9 +1,17 @@
-"""One model's serving path, as one object: decode → (corrupt) → batch → predict → measure → encode.
+"""One model's serving path, as one object: decode → (corrupt) → tile → batch → predict → stitch → measure → encode.
 
 ``ModelStore.load`` builds a ``Denoiser`` per model, complete (its placement, runner and batcher), at
-start-up; the routes parse the form and call ``denoise`` or ``denoise_many``. Each step is one small
-method, in the order a request takes them. No HTTP here: errors are ``service.errors`` exceptions that
-carry their status, and the answer is a plain ``Denoised`` that the routes shape into JSON or a PNG.
+start-up; the routes open the upload, pick the model and call ``denoise`` or ``denoise_many``. Each step
+is one small method, in the order a request takes them. No HTTP here: errors are ``service.errors``
+exceptions that carry their status, and the answer is a plain ``Denoised`` that the routes shape into
+JSON or a PNG.
+
+Images come in any size and kind. A model of a fixed size gets the image resized to it. A colour image
+is three planes, each denoised as a grayscale image; a plane larger than a tile is cut into overlapping
+tiles of one shape (``service.tiles``), which share forward passes with each other and with other
+requests' tiles, and are stitched back without seams. A request keeps at most half a batch of its tiles
+queued at a time, so that a large photo holds a small request back by no more than one batch, and the
+queue, whatever the image, holds a bounded number of pixels.
 """
 
 from __future__ import annotations
@@ -20,14 +28,16 @@ from models.checkpoint import ModelCard
 from models.metrics import psnr_db_from_mse
 from service.batcher import ArrivalToken, DynamicBatcher
 from service.errors import ServiceError
-from service.images import encode_png, load_pixels, open_checked, resize, run_sized
+from service.images import Picture, encode_picture, load_picture, run_sized
 from service.inference import Prediction, Runner
 from service.noise import NoiseSpec
 from service.placement import Placement
+from service.tiles import Grid
 
 log = logging.getLogger(__name__)
 
-# Fully convolutional models take any size; they are warmed up at MNIST's, the size they are mostly asked.
+# Fully convolutional models take any size; they are warmed up at MNIST's, the size digits come in, and
+# at one tile, the size photos come in.
 NOMINAL_SIZE = (28, 28)
 
 
@@ -35,17 +45,21 @@ NOMINAL_SIZE = (28, 28)
 class Prepared:
     """An upload decoded for the model: resized for a fixed-size model, corrupted when noise was asked for."""
 
-    clean: np.ndarray
-    noisy: np.ndarray | None
+    clean: Picture
+    noisy: Picture | None
     noise: NoiseSpec | None
 
     @property
-    def model_input(self) -> np.ndarray:
+    def model_input(self) -> Picture:
         return self.clean if self.noisy is None else self.noisy
 
-    @property
-    def pixels(self) -> int:
-        return int(self.clean.size)
+
+@dataclass(frozen=True)
+class Output:
+    """The model's answer for a whole picture: its planes, and the reconstruction error (input vs output)."""
+
+    planes: np.ndarray
+    reconstruction_mse: float
 
 
 @dataclass(frozen=True)
@@ -77,6 +91,7 @@ class Denoised:
     noise: NoiseSpec | None = None
     scores: Scores | None = None
     noisy_png: bytes | None = None  # left out when the client asked for the denoised PNG alone
+    reason: str = ""  # why this model answered (named, or chosen for the image)
 
 
 def mse(a: np.ndarray, b: np.ndarray) -> float:
@@ -87,103 +102,127 @@ class Denoiser:
     """A loaded model and everything that serves it; ``warm_up`` before the first request."""
 
     def __init__(
-        self, card: ModelCard, placement: Placement, runner: Runner, batcher: DynamicBatcher, max_pixels: int
+        self,
+        card: ModelCard,
+        placement: Placement,
+        runner: Runner,
+        batcher: DynamicBatcher,
+        tile_size: int,
+        tile_overlap: int,
     ) -> None:
         self.card = card
         self.name = card.name
         self.placement = placement
         self.runner = runner
         self.batcher = batcher
-        self.max_pixels = max_pixels
+        self.tile_size = tile_size
+        self.tile_overlap = tile_overlap
         size = card.input_size
         self.input_size: tuple[int, int] | None = (size[0], size[1]) if size else None  # (height, width)
 
     # decode → (corrupt)
-    async def decode(self, data: bytes, noise: NoiseSpec | None) -> Prepared:
-        """The upload as the model takes it (size checked from its header first); ``BadImage``, ``TooLarge``."""
-        image = open_checked(data, self.max_pixels)
+    async def decode(self, image: Image.Image, noise: NoiseSpec | None) -> Prepared:
+        """The upload (opened by ``images.open_checked``) as the model takes it; ``BadImage`` if it is corrupt."""
         width, height = image.size
         return await run_sized(width * height, self._prepare, image, noise)
 
     def _prepare(self, image: Image.Image, noise: NoiseSpec | None) -> Prepared:
-        clean = load_pixels(image)
+        clean = load_picture(image)
         if self.input_size is not None:
-            clean = resize(clean, self.input_size)
-        return Prepared(clean, None if noise is None else noise.apply(clean), noise)
+            clean = clean.resized(self.input_size)
+        noisy = None if noise is None else clean.with_planes(noise.apply(clean.planes))
+        return Prepared(clean, noisy, noise)
 
-    # batch → predict
-    async def predict(self, prepared: Prepared, arrival: ArrivalToken | None = None) -> Prediction:
-        return await self.batcher.predict(prepared.model_input, arrival)
+    # tile → batch → predict → stitch
+    async def predict(self, prepared: Prepared, arrival: ArrivalToken | None = None) -> Output:
+        planes = prepared.model_input.planes
+        channels, height, width = planes.shape
+        if channels == 1 and height <= self.tile_size and width <= self.tile_size:
+            # A grey image no larger than a tile: the common case, and the quickest.
+            prediction = await self.batcher.predict(planes[0], arrival)
+            return Output(prediction.output[None], prediction.reconstruction_mse)
+        grid = Grid.cover(height, width, self.tile_size, self.tile_overlap)
+        tiles = [tile for plane in planes for tile in grid.cut(plane)]
+        outputs = [prediction.output for prediction in await self._predict_tiles(tiles, arrival)]
+        per_plane = len(grid.corners)
+        stitched = np.stack([grid.stitch(outputs[i : i + per_plane]) for i in range(0, len(outputs), per_plane)])
+        return Output(stitched, mse(stitched, planes))
+
+    async def _predict_tiles(self, tiles: list[np.ndarray], arrival: ArrivalToken | None) -> list[Prediction]:
+        """Every tile through the batcher, at most half a batch of them queued at once (see the module's docstring)."""
+        in_flight = min(self.batcher.max_batch_size, self.batcher.max_batch_pixels // tiles[0].size) // 2
+        window = asyncio.Semaphore(max(1, in_flight))
+
+        async def one(tile: np.ndarray) -> Prediction:
+            async with window:
+                return await self.batcher.enqueue(tile, arrival)
+
+        tasks = [asyncio.ensure_future(one(tile)) for tile in tiles]
+        try:
+            return list(await asyncio.gather(*tasks))
+        except BaseException:
+            for task in tasks:  # one tile failed (or the request was cancelled): the others need not run
+                task.cancel()
+            raise
 
     # measure
     @staticmethod
-    def measure(prepared: Prepared, prediction: Prediction) -> Scores | None:
+    def measure(prepared: Prepared, output: Output) -> Scores | None:
         """Errors against the clean image, when the service added the noise (else there is no clean image)."""
         if prepared.noisy is None:
             return None
-        return Scores(mse(prepared.noisy, prepared.clean), mse(prediction.output, prepared.clean))
+        clean = prepared.clean.planes
+        return Scores(mse(prepared.noisy.planes, clean), mse(output.planes, clean))
 
     # encode
     async def encode(
-        self, prepared: Prepared, prediction: Prediction, started: float, with_noisy: bool = True
+        self, prepared: Prepared, output: Output, started: float, with_noisy: bool = True, reason: str = ""
     ) -> Denoised:
-        output = prediction.output
-        height, width = output.shape
-        denoised_png = await run_sized(output.size, encode_png, output)
+        clean = prepared.clean
+        pixels = clean.height * clean.width
+        denoised_png = await run_sized(pixels, encode_picture, output.planes, clean.alpha, clean.sixteen_bit)
         noisy_png = None
         if with_noisy and prepared.noisy is not None:
-            noisy_png = await run_sized(prepared.pixels, encode_png, prepared.noisy)
+            noisy_png = await run_sized(pixels, encode_picture, prepared.noisy.planes, clean.alpha, clean.sixteen_bit)
         return Denoised(
             model=self.name,
-            width=int(width),
-            height=int(height),
-            reconstruction_mse=prediction.reconstruction_mse,
+            width=clean.width,
+            height=clean.height,
+            reconstruction_mse=output.reconstruction_mse,
             denoised_png=denoised_png,
             latency_ms=(time.perf_counter() - started) * 1000.0,
             noise=prepared.noise,
-            scores=self.measure(prepared, prediction),
+            scores=self.measure(prepared, output),
             noisy_png=noisy_png,
+            reason=reason,
         )
 
     # the whole path
     async def denoise(
-        self, data: bytes, noise: NoiseSpec | None, arrival: ArrivalToken | None = None, with_noisy: bool = True
+        self,
+        image: Image.Image,
+        noise: NoiseSpec | None,
+        arrival: ArrivalToken | None = None,
+        with_noisy: bool = True,
+        started: float | None = None,
+        reason: str = "",
     ) -> Denoised:
-        """One upload: decode, corrupt if asked, predict in a batch, measure, encode."""
-        started = time.perf_counter()
-        prepared = await self.decode(data, noise)
-        prediction = await self.predict(prepared, arrival)
-        return await self.encode(prepared, prediction, started, with_noisy)
-
-    async def denoise_many(
-        self, uploads: list[bytes], noises: list[NoiseSpec | None], arrival: ArrivalToken | None = None
-    ) -> list[Denoised | ServiceError]:
-        """Several uploads: every one decoded, then all queued at once so that they share batches; an upload
-        that fails carries its own error while the others are answered."""
-        started = time.perf_counter()
-        queued: list[tuple[Prepared, asyncio.Future[Prediction]] | ServiceError] = []
-        for data, noise in zip(uploads, noises, strict=True):
-            try:
-                prepared = await self.decode(data, noise)
-                queued.append((prepared, self.batcher.enqueue(prepared.model_input, arrival)))
-            except ServiceError as exc:
-                queued.append(exc)
-        results: list[Denoised | ServiceError] = []
-        for item in queued:
-            if isinstance(item, ServiceError):
-                results.append(item)
-                continue
-            try:
-                results.append(await self.encode(item[0], await item[1], started))
-            except ServiceError as exc:
-                results.append(exc)
-        return results
+        """One upload: decode, corrupt if asked, predict (tiled and batched), measure, encode; ``reason`` says
+        why this model is the one answering."""
+        started = time.perf_counter() if started is None else started
+        prepared = await self.decode(image, noise)
+        output = await self.predict(prepared, arrival)
+        return await self.encode(prepared, output, started, with_noisy, reason)
 
     def warm_up(self, batch_sizes: list[int]) -> None:
-        """A real forward per batch size (oneDNN builds its kernels per shape on first use); raises if one fails."""
+        """A real forward per batch size (oneDNN builds its kernels per shape on first use), and one at a
+        tile's size for a model of any size; raises if one fails."""
         height, width = self.input_size or NOMINAL_SIZE
-        for size in batch_sizes:
-            outcome = self.runner.run([np.full((height, width), 0.5, dtype=np.float32)] * size)[0]
-            if isinstance(outcome, Exception):
+        shapes = [((height, width), size) for size in batch_sizes]
+        if self.input_size is None:
+            shapes.append(((self.tile_size, self.tile_size), 1))
+        for (h, w), size in shapes:
+            outcome = self.runner.run([np.full((h, w), 0.5, dtype=np.float32)] * size)[0]
+            if isinstance(outcome, ServiceError):
                 raise RuntimeError(f"warm-up of model {self.name!r} failed: {outcome.detail}")
         log.info("warmed up %s (batch sizes %s)", self.name, batch_sizes)

@@ -13,6 +13,8 @@ for large images the work (milliseconds) would stall every other request.
 from __future__ import annotations
 
 import io
+import struct
+import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TypeVar
@@ -32,6 +34,7 @@ _SIXTEEN_BIT_MODES = frozenset({"I;16", "I;16B", "I;16L", "I;16N", "I"})
 _ALPHA_MODES = frozenset({"LA", "La", "PA", "RGBA", "RGBa"})
 # Formats whose files carry an EXIF orientation worth honouring (phone photos).
 _EXIF_FORMATS = frozenset({"JPEG", "MPO", "TIFF", "WEBP"})
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 # The pixel limit is ours, checked in ``open_checked`` from the header before anything is decoded, at the
 # size the operator configured. Pillow's global guard (a warning past 89 MP, an error past 179 MP, raised
@@ -132,7 +135,37 @@ def quantize(array: np.ndarray) -> np.ndarray:
 
 def encode_png(array: np.ndarray) -> bytes:
     """H×W float in [0, 1] → 8-bit grayscale PNG bytes."""
-    return encode_picture(array[None], None, sixteen_bit=False)
+    return write_png(quantize(array))
+
+
+def _png_chunk(tag: bytes, body: bytes) -> bytes:
+    return struct.pack(">I", len(body)) + tag + body + struct.pack(">I", zlib.crc32(tag + body))
+
+
+def write_png(pixels: np.ndarray) -> bytes:
+    """H×W (grey) or H×W×C (grey and alpha, RGB, RGBA) uint8 or uint16 samples → PNG bytes.
+
+    Written directly (signature, IHDR, one IDAT of unfiltered rows, IEND) rather than through Pillow:
+    for the 28×28 images this service mostly answers, Pillow's save costs about six times the whole
+    write (docs/benchmarks.md, "Serving costs"), and these PNGs are three fixed chunks. zlib level 1:
+    on large images the default level costs several times as long for a few percent of size.
+    """
+    height, width = pixels.shape[:2]
+    channels = 1 if pixels.ndim == 2 else pixels.shape[2]
+    depth = 16 if pixels.dtype == np.uint16 else 8
+    samples = pixels.astype(">u2") if depth == 16 else pixels  # PNG stores 16-bit samples big-endian
+    rows = np.zeros((height, 1 + width * channels * depth // 8), dtype=np.uint8)  # filter byte 0: none
+    rows[:, 1:] = np.ascontiguousarray(samples).reshape(height, -1).view(np.uint8)
+    colour_type = {1: 0, 2: 4, 3: 2, 4: 6}[channels]  # grey, grey and alpha, RGB, RGBA
+    header = struct.pack(">IIBBBBB", width, height, depth, colour_type, 0, 0, 0)
+    return b"".join(
+        (
+            _PNG_SIGNATURE,
+            _png_chunk(b"IHDR", header),
+            _png_chunk(b"IDAT", zlib.compress(rows.tobytes(), 1)),
+            _png_chunk(b"IEND", b""),
+        )
+    )
 
 
 def quantize16(array: np.ndarray) -> np.ndarray:
@@ -213,17 +246,12 @@ def encode_picture(planes: np.ndarray, alpha: np.ndarray | None, sixteen_bit: bo
     """C×H×W planes in [0, 1] (and an alpha) → PNG bytes: grey (8 or 16 bits), grey and alpha, RGB or RGBA.
 
     Colour laid over black on the way in is taken back off the alpha here, so an opaque pixel is
-    unchanged and a half-transparent one keeps its colour. zlib level 1: on large images the default
-    level costs several times as long for a few percent of size.
+    unchanged and a half-transparent one keeps its colour.
     """
     if alpha is not None:
         planes = np.where(alpha > 0, planes / np.maximum(alpha, 1e-6), 0.0)
-    if planes.shape[0] == 1 and sixteen_bit and alpha is None:
-        image = Image.fromarray(quantize16(planes[0]))  # mode I;16
-    else:
-        channels = [*planes, alpha] if alpha is not None else list(planes)
-        pixels = np.stack([quantize(channel) for channel in channels], axis=-1)
-        image = Image.fromarray(pixels[..., 0] if pixels.shape[-1] == 1 else pixels)  # L, LA, RGB or RGBA
-    buffer = io.BytesIO()
-    image.save(buffer, format="PNG", compress_level=1)
-    return buffer.getvalue()
+    if planes.shape[0] == 1 and alpha is None:
+        return write_png(quantize16(planes[0]) if sixteen_bit else quantize(planes[0]))
+    channels = [*planes, alpha] if alpha is not None else list(planes)
+    pixels = np.stack([quantize(channel) for channel in channels], axis=-1)
+    return write_png(pixels[..., 0] if pixels.shape[-1] == 1 else pixels)

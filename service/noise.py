@@ -9,7 +9,7 @@ import numpy as np
 import torch
 
 from models.corruptions import NOISES, corrupt, make_generator
-from service.images import encode_png, load_pixels, open_checked, run_sized
+from service.images import encode_picture, load_picture, open_checked, run_sized
 
 MAX_SEED = 2**32 - 1  # numpy's seed range, and exact in JavaScript
 
@@ -42,17 +42,22 @@ class NoiseSpec:
         return [cls.choose(noise, level, (seed + i) % (MAX_SEED + 1)) for i in range(count)]
 
     def apply(self, clean: np.ndarray) -> np.ndarray:
-        """Corrupt an H×W image on the CPU, from a CPU generator: the same seed gives the same noise on any machine."""
-        x = torch.from_numpy(clean)[None, None]
-        return corrupt(x, self.type, self.level, make_generator(self.seed))[0, 0].numpy()
+        """Corrupt an H×W plane or C×H×W planes on the CPU, from a CPU generator: the same seed gives the same
+        noise on any machine. The planes of a colour image are one image to the noise (``mixed`` draws one
+        type and level for all three), each pixel of each plane drawn on its own."""
+        x = torch.from_numpy(np.ascontiguousarray(clean))
+        batch = x[None, None] if x.dim() == 2 else x[None]
+        return corrupt(batch, self.type, self.level, make_generator(self.seed)).reshape(x.shape).numpy()
 
 
 async def corrupt_upload(data: bytes, spec: NoiseSpec, max_pixels: int) -> bytes:
-    """/corrupt: the upload with ``spec`` applied, as a PNG of the upload's own size."""
+    """/corrupt: the upload with ``spec`` applied, as a PNG of the upload's own size and kind (grey or colour,
+    alpha and 16 bits kept)."""
     image = open_checked(data, max_pixels)
     width, height = image.size
 
     def work() -> bytes:
-        return encode_png(spec.apply(load_pixels(image)))
+        picture = load_picture(image)
+        return encode_picture(spec.apply(picture.planes), picture.alpha, picture.sixteen_bit)
 
     return await run_sized(width * height, work)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
+import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -20,16 +21,20 @@ from torch import nn
 from models.checkpoint import CheckpointError, ModelCard, find_checkpoints, load_checkpoint
 from models.device import dtype_name, is_convolutional, resolve_device
 from service import metrics
-from service.batcher import Arrivals, DynamicBatcher
-from service.denoiser import Denoiser
-from service.errors import Unavailable, UnknownModel
+from service.batcher import Arrivals, ArrivalToken, DynamicBatcher
+from service.denoiser import Denoised, Denoiser
+from service.errors import ServiceError, Unavailable, UnknownModel
+from service.images import open_checked
 from service.inference import InferenceRunner, Runner
 from service.inference_process import InferenceProcess, ProcessRunner
 from service.logs import log_config
+from service.noise import NoiseSpec
 from service.placement import WorkerPlan, plan_worker
 from service.settings import Settings
 
 log = logging.getLogger(__name__)
+
+DIGIT_SIZE = (28, 28)  # (height, width) of the images the digit models were trained on
 
 
 class StartupError(Exception):
@@ -86,9 +91,13 @@ class ModelStore:
         executor: ThreadPoolExecutor,
         process: InferenceProcess | None,
         warm_up_sizes: list[int],
+        photo_name: str | None = None,
+        max_pixels: int = 1 << 62,
     ) -> None:
         self.denoisers = denoisers
         self.default_name = default_name
+        self.photo_name = photo_name  # the model for images that are not 28×28 digits, when loaded
+        self.max_pixels = max_pixels
         self.plan = plan
         self.executor = executor
         self.process = process
@@ -130,20 +139,31 @@ class ModelStore:
                 runner.run,
                 None if placement.backend == "loop" else executor,
                 max_batch_size=settings.max_batch_size,
+                max_batch_pixels=settings.max_batch_pixels,
                 max_batch_delay_s=settings.max_batch_delay_ms / 1000.0,
                 max_queue_size=settings.max_queue_size,
                 timeout_s=settings.request_timeout_s,
                 arrivals=arrivals,
                 max_in_flight=plan.inference_threads,
             )
-            denoisers[name] = Denoiser(card, placement, runner, batcher, settings.max_image_pixels)
+            denoisers[name] = Denoiser(card, placement, runner, batcher, settings.tile_size, settings.tile_overlap)
         default_name = settings.default_model
         if default_name not in denoisers:
             default_name = next(iter(denoisers))
             log.warning(
                 "default model %r is not loaded; using %r (set DAE_DEFAULT_MODEL)", settings.default_model, default_name
             )
-        return cls(denoisers, default_name, plan, executor, process, warm_up_batch_sizes(settings.max_batch_size))
+        photo_name = settings.default_photo_model if settings.default_photo_model in denoisers else None
+        return cls(
+            denoisers,
+            default_name,
+            plan,
+            executor,
+            process,
+            warm_up_batch_sizes(settings.max_batch_size),
+            photo_name,
+            settings.max_image_pixels,
+        )
 
     def start(self) -> None:
         """Spawn the child process (if any model runs there) and start every batcher; call inside the event loop."""
@@ -204,3 +224,41 @@ class ModelStore:
         if denoiser is None:
             raise UnknownModel(f"no model named {name!r}; loaded: {', '.join(self.denoisers)}")
         return denoiser
+
+    def choose(self, name: str | None, width: int, height: int) -> tuple[Denoiser, str]:
+        """The model for an image of this size, and why: the one named, else the digit model for a 28×28
+        image and the photo model for any other (the default model for all when no photo model is loaded)."""
+        if name is not None:
+            return self.get(name), "named in the request"
+        if self.photo_name is None:
+            return self.get(None), "no model named: the default model"
+        if (height, width) == DIGIT_SIZE:
+            return self.get(None), "no model named: a 28×28 image goes to the digit model"
+        return self.get(self.photo_name), f"no model named: a {width}×{height} image goes to the photo model"
+
+    async def denoise_upload(
+        self, name: str | None, data: bytes, noise: NoiseSpec | None, arrival: ArrivalToken | None, with_noisy: bool
+    ) -> Denoised:
+        """One upload through the model it names or the one that suits it (``choose``)."""
+        started = time.perf_counter()
+        if name is not None:
+            self.get(name)  # an unknown model is the first thing to say
+        image = open_checked(data, self.max_pixels)
+        denoiser, reason = self.choose(name, *image.size)
+        return await denoiser.denoise(image, noise, arrival, with_noisy, started, reason)
+
+    async def denoise_uploads(
+        self, name: str | None, uploads: list[bytes], noises: list[NoiseSpec | None], arrival: ArrivalToken | None
+    ) -> list[Denoised | ServiceError]:
+        """Several uploads at once, so that they share batches; an upload that fails carries its own error
+        while the others are answered."""
+        if name is not None:
+            self.get(name)
+
+        async def one(data: bytes, noise: NoiseSpec | None) -> Denoised | ServiceError:
+            try:
+                return await self.denoise_upload(name, data, noise, arrival, with_noisy=True)
+            except ServiceError as exc:
+                return exc
+
+        return list(await asyncio.gather(*(one(data, noise) for data, noise in zip(uploads, noises, strict=True))))

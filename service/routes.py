@@ -124,7 +124,11 @@ def noise_headers(spec: NoiseSpec | None) -> dict[str, str]:
 
 def png_headers(result: Denoised) -> dict[str, str]:
     """What the JSON body would say besides the image, for a client that asked for the PNG alone."""
-    headers = {"X-Model": result.model, "X-Reconstruction-MSE": f"{result.reconstruction_mse:.6g}"}
+    headers = {
+        "X-Model": result.model,
+        "X-Model-Reason": result.reason,
+        "X-Reconstruction-MSE": f"{result.reconstruction_mse:.6g}",
+    }
     headers.update(noise_headers(result.noise))
     if result.scores is not None:
         headers["X-Noisy-PSNR-dB"] = f"{result.scores.noisy_psnr_db:.4f}"
@@ -136,6 +140,7 @@ def json_body(result: Denoised) -> DenoiseResponse:
     """The JSON answer: PNGs in base64, and the errors against the clean image when the service added the noise."""
     response = DenoiseResponse(
         model=result.model,
+        model_reason=result.reason,
         width=result.width,
         height=result.height,
         reconstruction_mse=result.reconstruction_mse,
@@ -185,10 +190,9 @@ async def denoise(request: Request) -> Response | DenoiseResponse:
     its reconstruction error in ``X-Reconstruction-MSE``. With ``noise`` the upload is taken as clean,
     corrupted first, and the PSNR of the noisy and the denoised image against it is reported."""
     form, (upload,) = await read_form(request, DenoiseForm, max_files=1)
-    denoiser = _store(request).get(form.model)
     png_only = wants_png(request)
     noise = _noise(form.noise, form.level, form.seed)
-    result = await denoiser.denoise(upload.data, noise, _arrival(request), with_noisy=not png_only)
+    result = await _store(request).denoise_upload(form.model, upload.data, noise, _arrival(request), not png_only)
     if png_only:
         return Response(result.denoised_png, media_type="image/png", headers=png_headers(result))
     return json_body(result)
@@ -218,14 +222,16 @@ async def denoise_batch(request: Request) -> BatchResponse:
     settings = _settings(request)
     # One file past the limit is still parsed, so that the answer can say what the limit is.
     form, uploads = await read_form(request, DenoiseBatchForm, max_files=settings.max_batch_files + 1)
-    denoiser = _store(request).get(form.model)
+    store = _store(request)
+    if form.model is not None:
+        store.get(form.model)  # an unknown model is the first thing to say
     if len(uploads) > settings.max_batch_files:
         raise InvalidField(
             f"file: more than {settings.max_batch_files} images; send at most "
             f"{settings.max_batch_files} per request (DAE_MAX_BATCH_FILES)"
         )
     noises = NoiseSpec.for_batch(len(uploads), form.noise, form.level, form.seed)
-    outcomes = await denoiser.denoise_many([upload.data for upload in uploads], noises, _arrival(request))
+    outcomes = await store.denoise_uploads(form.model, [upload.data for upload in uploads], noises, _arrival(request))
     return BatchResponse(
         results=[
             _batch_item(index, upload.filename, outcome)

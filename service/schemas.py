@@ -61,7 +61,10 @@ class CorruptForm(NoiseOptions):
 
 class DenoiseOptions(NoiseOptions):
     model: str | None = Field(
-        default=None, description="a name from GET /models; the service default when left out", examples=["conv-blind"]
+        default=None,
+        description="a name from GET /models; when left out, the digit model for a 28×28 image and the photo model "
+        "for any other (the response says which ran and why)",
+        examples=["conv-blind"],
     )
     noise: NoiseName | None = Field(
         default=None,
@@ -93,13 +96,20 @@ class NoiseInfo(BaseModel):
 
 class DenoiseResponse(BaseModel):
     model: str = Field(description="the model that answered", examples=["conv-blind"])
+    model_reason: str = Field(
+        description="why that model: named in the request, or chosen for the image (a 28×28 digit or a photo)",
+        examples=["no model named: a 28×28 image goes to the digit model"],
+    )
     width: int = Field(description="width of the returned images (a fixed-size model's input size)", examples=[28])
     height: int = Field(description="height of the returned images", examples=[28])
     reconstruction_mse: float = Field(
         description="MSE between the model's input and its output: the autoencoder's reconstruction error",
         examples=[0.0123],
     )
-    denoised_png: str = Field(description="the model's output, an 8-bit grayscale PNG, base64", examples=[_PNG_EXAMPLE])
+    denoised_png: str = Field(
+        description="the model's output, a PNG (base64) of the upload's kind: grey or colour, alpha and 16 bits kept",
+        examples=[_PNG_EXAMPLE],
+    )
     latency_ms: float = Field(description="time spent in the service on this image", examples=[3.2])
     noise: NoiseInfo | None = Field(default=None, description="with noise: the corruption applied")
     noisy_png: str | None = Field(

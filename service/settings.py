@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 ENV_PREFIX = "DAE_"
@@ -27,13 +27,26 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="ignore", validate_default=True)
 
     checkpoint_dir: Path = Field(default_factory=shipped_checkpoint_dir, description="folder of *.json model cards")
-    default_model: str = Field(default="conv-blind", description="model used when a request names none")
+    default_model: str = Field(
+        default="conv-blind", description="model for a 28×28 image when a request names none (the digit model)"
+    )
+    default_photo_model: str = Field(
+        default="photo-blind",
+        description="model for any other image when a request names none; when it is not loaded, the default model",
+    )
     device: str = Field(default="auto", description="auto, cpu or cuda (cuda:N)")
     inference_dtype: Literal["auto", "float32", "bfloat16"] = Field(
         default="auto",
         description="forward precision; auto: bfloat16 for conv models on a CPU with native bf16, else float32",
     )
     max_batch_size: int = Field(default=32, ge=1, le=4096, description="most images in one forward pass")
+    max_batch_pixels: int = Field(
+        default=1 << 20, ge=1, description="most pixels in one forward pass (tiles of photos count their pixels)"
+    )
+    tile_size: int = Field(
+        default=512, ge=16, le=4096, description="side of the tiles a larger image is cut into for a model of any size"
+    )
+    tile_overlap: int = Field(default=32, ge=0, le=1024, description="pixels that neighbouring tiles share")
     max_batch_delay_ms: float = Field(
         default=5.0, ge=0, le=10_000, description="longest a batch waits for requests already on their way"
     )
@@ -79,6 +92,12 @@ class Settings(BaseSettings):
         if isinstance(value, str):
             return [origin.strip() for origin in value.split(",") if origin.strip()]
         return value
+
+    @model_validator(mode="after")
+    def _overlap_within_tile(self) -> Settings:
+        if self.tile_overlap >= self.tile_size // 2:
+            raise ValueError(f"tile_overlap ({self.tile_overlap}) must be under half the tile_size ({self.tile_size})")
+        return self
 
     @field_validator("log_level")
     @classmethod

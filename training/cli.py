@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shlex
 import sys
 import types
@@ -17,6 +18,8 @@ from models.corruptions import DEFAULT_LEVELS, NOISE_TYPES
 from models.device import resolve_device
 from training.data import DATASETS, DataError, load_split
 from training.evaluate import EVAL_SEED, STANDARD_PANEL, evaluate, metric_key
+from training.photo_eval import PHOTO_TEST_SETS, run_photo_eval
+from training.photos import is_photo_dataset
 from training.train import TrainConfig, train
 
 
@@ -96,22 +99,59 @@ def train_main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def eval_main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="dae-eval", description="Evaluate a checkpoint on the test split.")
+def eval_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="dae-eval",
+        description="Evaluate a checkpoint on the test split (MNIST-style sets) or on a photo test set, in the "
+        "Gaussian-denoising papers' protocol (see training.photo_eval).",
+    )
     p.add_argument("--checkpoint", required=True)
-    p.add_argument("--dataset", choices=DATASETS, default=None, help="default: the card's data set")
+    p.add_argument(
+        "--dataset",
+        default=None,
+        help=f"{', '.join(DATASETS)} (the test split of the IDX files), {', '.join(PHOTO_TEST_SETS)} (photos, under "
+        "--data-root) or the path of a folder of test photos; default: the card's data set (MNIST-style cards)",
+    )
     p.add_argument("--data-root", default="data")
-    p.add_argument("--noise", choices=NOISE_TYPES, default=None, help="default: the standard panel of five")
-    p.add_argument("--level", type=float, default=None)
+    p.add_argument(
+        "--noise",
+        choices=NOISE_TYPES,
+        default=None,
+        help="default: the standard panel of five (photos: Gaussian σ 15, 25, 50 /255, salt_pepper 0.2, masking 0.3)",
+    )
+    p.add_argument("--level", type=float, default=None, help="photos: Gaussian σ as a fraction, e.g. 0.098 for 25/255")
     p.add_argument("--seed", type=int, default=EVAL_SEED, help="noise seed (fixed, so figures compare)")
     p.add_argument("--limit", type=int, default=None, help="only the first N test images")
     p.add_argument("--device", default="auto")
     p.add_argument("--json", action="store_true", help="print JSON for machines")
     p.add_argument("--write-card", action="store_true", help="record the figures in the model card")
+    p.add_argument(
+        "--baselines",
+        action="store_true",
+        help="photos: also BM3D and the best classical filter (tuned on train400 under --data-root) on the same "
+        "noisy images",
+    )
+    p.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="photos: processes for --baselines")
+    return p
+
+
+def eval_main(argv: list[str] | None = None) -> int:
+    p = eval_parser()
     args = p.parse_args(argv)
     try:
-        model, card = load_checkpoint(args.checkpoint, resolve_device(args.device))
+        device = resolve_device(args.device)
+        model, card = load_checkpoint(args.checkpoint, device)
         dataset = args.dataset or card.dataset
+        if is_photo_dataset(dataset):
+            if args.dataset is None:
+                raise DataError(
+                    f"{card.name} was trained on photos ({card.dataset}): give --dataset "
+                    f"{' or '.join(PHOTO_TEST_SETS)} (under --data-root) or a folder of test photos"
+                )
+            command = shlex.join(["dae-eval", *(sys.argv[1:] if argv is None else argv)])
+            return run_photo_eval(args, model, card, device, command)
+        if args.baselines:
+            p.error("--baselines is for photo test sets (set12, bsd68 or a folder of photos)")
         images, _ = load_split(dataset, "test", args.data_root)
     except (CheckpointError, DataError, RuntimeError) as exc:
         print(f"dae-eval: error: {exc}", file=sys.stderr)
@@ -149,7 +189,6 @@ def eval_main(argv: list[str] | None = None) -> int:
 
 
 def report_main(argv: list[str] | None = None) -> int:
-    import os
     from pathlib import Path
 
     p = argparse.ArgumentParser(prog="dae-report", description="Re-run the study and write the report.")

@@ -55,16 +55,15 @@ async function loadModels() {
   }
   const body = await response.json();
   const select = $("model");
-  select.replaceChildren();
+  select.replaceChildren(select.options[0]); // "automatic": the service picks by the image, and says which
   for (const model of body.models) {
     const option = document.createElement("option");
     option.value = model.name;
     const size = model.input_size ? model.input_size.join("×") : "any size";
-    option.textContent = `${model.name} (${model.architecture}, ${model.noise}, ${size})`;
-    option.selected = model.default;
+    option.textContent = `${model.name} (${model.architecture}, ${model.dataset}, ${model.noise}, ${size})`;
     select.append(option);
   }
-  setStatus("Pick a digit or upload an image.");
+  setStatus("Pick a digit or a photo, or upload an image.");
   return true;
 }
 
@@ -87,7 +86,7 @@ async function run() {
   }
   const form = new FormData();
   form.append("file", currentImage, currentImage.name || "image.png");
-  form.append("model", $("model").value);
+  if ($("model").value !== "") form.append("model", $("model").value);
   form.append("noise", $("noise").value);
   form.append("level", $("level").value);
   if ($("seed").value !== "") form.append("seed", $("seed").value);
@@ -102,12 +101,15 @@ async function run() {
     return;
   }
   const result = await response.json();
+  // Digits are shown enlarged with hard pixel edges; anything larger at its own resolution.
+  $("results").classList.toggle("photo", result.width > 64 || result.height > 64);
   $("noisy").src = `data:image/png;base64,${result.noisy_png}`;
   $("denoised").src = `data:image/png;base64,${result.denoised_png}`;
   $("noisy-psnr").textContent = `PSNR ${result.noisy_psnr_db.toFixed(2)} dB`;
   $("denoised-psnr").textContent = `PSNR ${result.denoised_psnr_db.toFixed(2)} dB`;
   setStatus(
-    `${result.model}: ${result.noise.type} at ${result.noise.level} (seed ${result.noise.seed}), ` +
+    `${result.model} (${result.model_reason}): ${result.noise.type} at ${result.noise.level} ` +
+      `(seed ${result.noise.seed}), ` +
       `${result.width}×${result.height}, PSNR ${result.noisy_psnr_db.toFixed(2)} → ` +
       `${result.denoised_psnr_db.toFixed(2)} dB in ${result.latency_ms.toFixed(1)} ms`,
   );

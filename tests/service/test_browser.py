@@ -98,9 +98,8 @@ def test_docs_render_with_the_services_own_assets(page: Any, server: LiveServer,
 def test_demo_page_round_trip(page: Any, server: LiveServer, outside: list[str]) -> None:
     page.goto(server.url + "/")
     model_select = page.locator("#model")
-    page.wait_for_function("document.querySelectorAll('#model option').length > 0")
-    default = server.store.default_name
-    assert model_select.input_value() == default
+    page.wait_for_function("document.querySelectorAll('#model option').length > 1")
+    assert model_select.input_value() == ""  # automatic: the service picks the model by the image
     model_select.select_option("mlp-gaussian")
     page.select_option("#noise", "gaussian")
     page.click("button.sample >> nth=0")
@@ -131,3 +130,17 @@ def test_the_pages_noise_choices_and_levels_are_the_services(page: Any, server: 
     assert options == [[noise.name, noise.label] for noise in NOISES.values()]
     page.select_option("#noise", "salt_pepper")
     assert float(page.input_value("#level")) == NOISES["salt_pepper"].default_level
+
+
+def test_demo_page_shows_a_photo_at_full_resolution_denoised_by_the_photo_model(page: Any, server: LiveServer) -> None:
+    page.goto(server.url + "/")
+    page.wait_for_function("document.querySelectorAll('#noise option').length > 0")
+    page.select_option("#noise", "gaussian")
+    page.eval_on_selector("#level", "slider => { slider.value = '0.1'; }")  # σ ≈ 25/255, the photo model's range
+    page.click("button.sample.photo >> nth=0")
+    page.wait_for_function("document.getElementById('denoised-psnr').textContent.includes('dB')")
+    for image in ("#clean", "#noisy", "#denoised"):
+        page.wait_for_function(f"document.querySelector('{image}').naturalWidth === 256")
+        assert page.eval_on_selector(image, "img => img.getBoundingClientRect().width") == 256  # not scaled
+    assert psnr_shown(page, "#denoised-psnr") > psnr_shown(page, "#noisy-psnr")
+    assert "photo-blind" in page.inner_text("#status") and "photo model" in page.inner_text("#status")

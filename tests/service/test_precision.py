@@ -45,4 +45,5 @@ def test_the_running_service_says_which_precision_each_model_got(client: AppClie
     """DAE_INFERENCE_DTYPE=auto: bfloat16 for the U-Nets where the CPU has it natively, float32 for the MLPs."""
     native = torch.bfloat16 if cpu_has_native_bf16() else torch.float32
     served = {model["architecture"]: model["inference_dtype"] for model in client.get("/models").json()["models"]}
-    assert served == {"conv": dtype_name(native), "mlp": "float32"}
+    assert served["conv"] == dtype_name(native) and served["mlp"] == "float32"
+    assert served.get("unet-res", dtype_name(native)) == dtype_name(native)  # the photo model is a U-Net too

@@ -1,0 +1,154 @@
+"""Photos through the real app: any size, any kind (grey, colour, alpha, 16 bits), tiled, and the default model.
+
+The photo crops are real images of the denoising literature's sets (``tests/fixtures/natural``).
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import httpx
+import numpy as np
+import pytest
+from PIL import Image
+
+from tests.conftest import FIXTURE_ROOT
+from tests.service.conftest import AppClient, denoise, png_bytes, upload
+
+PHOTOS = sorted((FIXTURE_ROOT / "natural" / "set12").glob("*.png"))
+ANY_SIZE_MODEL = "conv-blind"
+
+
+def photo(index: int = 0) -> np.ndarray:
+    return np.asarray(Image.open(PHOTOS[index]).convert("L"))
+
+
+def colour_photo() -> np.ndarray:
+    """A colour image made of three real grey crops, one per channel (H×W×3, uint8)."""
+    side = min(min(np.asarray(Image.open(p)).shape) for p in PHOTOS)
+    return np.stack([photo(i)[:side, :side] for i in range(3)], axis=-1)
+
+
+def encoded(image: Image.Image, format: str = "PNG", **options: Any) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, format=format, **options)
+    return buffer.getvalue()
+
+
+def opened(body: dict[str, Any], field: str = "denoised_png") -> Image.Image:
+    return Image.open(io.BytesIO(base64.b64decode(body[field])))
+
+
+@pytest.mark.parametrize(
+    "mode,expected",
+    [("L", "L"), ("RGB", "RGB"), ("RGBA", "RGBA"), ("LA", "LA"), ("P", "RGB"), ("CMYK", "RGB"), ("I;16", "I;16")],
+)
+def test_the_answer_keeps_the_uploads_kind(client: AppClient, mode: str, expected: str) -> None:
+    """Grey stays grey, colour stays colour, alpha comes back as sent, 16 bits stay 16 bits, a palette becomes RGB."""
+    rgb = Image.fromarray(colour_photo())
+    if mode == "I;16":
+        image = Image.fromarray(photo().astype(np.uint16) * 257)
+    elif mode in ("RGBA", "LA"):
+        image = rgb.convert(mode)
+        image.putalpha(Image.fromarray(np.tile(np.linspace(0, 255, image.width, dtype=np.uint8), (image.height, 1))))
+    else:
+        image = rgb.convert(mode)
+    data = encoded(image, "TIFF" if mode == "CMYK" else "PNG")
+    for field in ("denoised_png", "noisy_png"):
+        answer = opened(denoise(client, data, model=ANY_SIZE_MODEL, noise="gaussian", level=0.1, seed=3), field)
+        assert answer.mode == expected and answer.size == image.size, field
+        if mode in ("RGBA", "LA"):
+            np.testing.assert_array_equal(np.asarray(answer)[..., -1], np.asarray(image)[..., -1])
+    corrupted = Image.open(io.BytesIO(client.post("/corrupt", files=upload(data), data={"noise": "masking"}).content))
+    assert corrupted.mode == expected and corrupted.size == image.size
+
+
+def test_a_sixteen_bit_answer_uses_its_sixteen_bits(client: AppClient) -> None:
+    grey16 = photo().astype(np.uint16) * 257 + 100  # levels an 8-bit image cannot hold
+    body = denoise(client, encoded(Image.fromarray(grey16)), model=ANY_SIZE_MODEL)
+    levels = np.asarray(opened(body))
+    assert levels.dtype == np.uint16 and np.count_nonzero(levels % 257) > levels.size // 2
+
+
+def test_colour_noise_is_added_per_channel_and_reproducibly(client: AppClient) -> None:
+    data = encoded(Image.fromarray(colour_photo()))
+    fields = {"noise": "gaussian", "level": "0.2", "seed": "11"}
+    first = client.post("/corrupt", files=upload(data), data=fields).content
+    assert first == client.post("/corrupt", files=upload(data), data=fields).content
+    noisy = np.asarray(Image.open(io.BytesIO(first)), dtype=np.float32)
+    difference = noisy - colour_photo()
+    assert not np.allclose(difference[..., 0], difference[..., 1])  # each channel its own noise
+
+
+@pytest.mark.parametrize(
+    "size", [(1, 1), (3, 3), (4000, 1), (1, 4000), (700, 9)], ids=["1x1", "3x3", "strip", "column", "thin"]
+)
+def test_every_shape_is_answered_at_its_size(client: AppClient, size: tuple[int, int]) -> None:
+    pixels = np.random.default_rng(sum(size)).integers(0, 256, (size[1], size[0]), dtype=np.uint8)
+    answer = opened(denoise(client, png_bytes(pixels), model=ANY_SIZE_MODEL))
+    assert answer.size == size
+
+
+def test_multi_frame_and_rotated_uploads_are_answered(client: AppClient) -> None:
+    frames = [Image.fromarray(photo(i)[:40, :40]) for i in range(3)]
+    gif = encoded(frames[0], "GIF", save_all=True, append_images=frames[1:])
+    tiff = encoded(frames[0], "TIFF", save_all=True, append_images=frames[1:])
+    for data in (gif, tiff):
+        assert opened(denoise(client, data, model=ANY_SIZE_MODEL)).size == (40, 40)
+    tall = Image.fromarray(colour_photo()[:, :40])
+    exif = tall.getexif()
+    exif[0x0112] = 6  # a phone photo: "rotate 90° clockwise to display"
+    rotated = opened(denoise(client, encoded(tall, "JPEG", exif=exif), model=ANY_SIZE_MODEL))
+    assert rotated.size == (tall.height, tall.width) and rotated.mode == "RGB"
+    cmyk = encoded(tall.convert("CMYK"), "JPEG")
+    assert opened(denoise(client, cmyk, model=ANY_SIZE_MODEL)).mode == "RGB"
+
+
+def test_a_tiled_image_is_the_whole_image_within_a_twentieth_of_a_db(make_client: Any) -> None:
+    """Cut into tiles that share forwards and stitched back, a photo scores what it scores in one piece."""
+    data = png_bytes(photo())
+    fields = {"model": ANY_SIZE_MODEL, "noise": "gaussian", "level": "0.05", "seed": "5"}
+    whole = denoise(make_client(tile_size=512, tile_overlap=32), data, **fields)
+    tiled_client = make_client(tile_size=40, tile_overlap=12)
+    tiled = denoise(tiled_client, data, **fields)
+    assert abs(tiled["denoised_psnr_db"] - whole["denoised_psnr_db"]) < 0.05, (tiled, whole)
+    assert tiled["noisy_psnr_db"] == whole["noisy_psnr_db"]
+
+
+def test_with_no_model_named_the_image_decides_and_the_answer_says_why(client: AppClient, digit: bytes) -> None:
+    digit_body = denoise(client, digit)
+    assert digit_body["model"] == "conv-blind" and "28×28" in digit_body["model_reason"]
+    photo_body = denoise(client, png_bytes(photo()), noise="gaussian", level=str(25 / 255), seed=1)
+    assert photo_body["model"] == "photo-blind" and "photo model" in photo_body["model_reason"]
+    named = client.post(
+        "/denoise", files=upload(digit), data={"model": "mlp-gaussian"}, headers={"Accept": "image/png"}
+    )
+    assert named.headers["x-model"] == "mlp-gaussian" and named.headers["x-model-reason"] == "named in the request"
+
+
+def test_a_large_photo_does_not_hold_back_a_small_request(make_server: Any, digit: bytes) -> None:
+    """While a photo's many tiles go through the batcher, a digit posted after it is answered before it."""
+    server = make_server(tile_size=32, tile_overlap=8, max_batch_size=8)
+    big = png_bytes(np.tile(photo(), (8, 8)))  # 512×512: about 400 tiles of 32×32
+    finished: list[str] = []
+    lock = threading.Lock()
+
+    def post(name: str, data: bytes) -> int:
+        response = httpx.post(server.url + "/denoise", files=upload(data), data={"model": ANY_SIZE_MODEL}, timeout=120)
+        with lock:
+            finished.append(name)
+        return response.status_code
+
+    with ThreadPoolExecutor(2) as pool:
+        large = pool.submit(post, "large", big)
+        deadline = time.monotonic() + 60
+        while server.store.denoisers[ANY_SIZE_MODEL].batcher.queue_size == 0 and time.monotonic() < deadline:
+            time.sleep(0.001)  # the photo's tiles are queued
+        small = pool.submit(post, "small", digit)
+        assert small.result() == 200 and large.result() == 200
+    assert finished == ["small", "large"]
