@@ -57,7 +57,9 @@ def report(points: list[tuple[str, Point]], bm3d_s: float, photo: Path, args: ar
     speedup = bm3d_s * 1000.0 / latency.p50_ms
     return f"""`wrk` (one thread, `bench/serve_post.lua`) posting a photo to `/denoise` (model `{MODEL}`,
 `Accept: image/png`) on the same machine as the server; `service` is `dae-serve` as shipped, `service,
-batch 1` the same with `DAE_MAX_BATCH_SIZE=1`. A point is the fastest of {args.repeats} rounds of
+batch 1` the same with `DAE_MAX_BATCH_SIZE=1` (on a CPU the two are the same for photos: a forward there
+holds at most 65,536 pixels, one 256×256 photo, because larger batches cost more per image; see
+`service/placement.py`). A point is the fastest of {args.repeats} rounds of
 {args.duration} s. BM3D: the `bm3d` package on the same 481×321 photo at σ 25, σ given, in one process,
 fastest of {args.bm3d_repeats}.
 

@@ -1,17 +1,17 @@
 """One model's serving path, as one object: decode → (corrupt) → tile → batch → predict → stitch → measure → encode.
 
 ``ModelStore.load`` builds a ``Denoiser`` per model, complete (its placement, runner and batcher), at
-start-up; the routes open the upload, pick the model and call ``denoise`` or ``denoise_many``. Each step
+start-up; ``ModelStore`` opens the upload, picks the model and calls ``denoise``. Each step
 is one small method, in the order a request takes them. No HTTP here: errors are ``service.errors``
 exceptions that carry their status, and the answer is a plain ``Denoised`` that the routes shape into
 JSON or a PNG.
 
 Images come in any size and kind. A model of a fixed size gets the image resized to it. A colour image
 is three planes, each denoised as a grayscale image; a plane larger than a tile is cut into overlapping
-tiles of one shape (``service.tiles``), which share forward passes with each other and with other
-requests' tiles, and are stitched back without seams. A request keeps at most half a batch of its tiles
-queued at a time, so that a large photo holds a small request back by no more than one batch, and the
-queue, whatever the image, holds a bounded number of pixels.
+tiles of one shape (``service.tiles``), which go through the batcher like any image (sharing forward
+passes where ``service.placement`` allows the pixels) and are stitched back without seams. A request
+keeps at most half a batch of its tiles queued at a time, so that a large photo holds a small request
+back by no more than one batch, and the queue, whatever the image, holds a bounded number of pixels.
 """
 
 from __future__ import annotations

@@ -17,6 +17,11 @@ service makes these choices. The rules (their costs measured in docs/benchmarks.
 - **precision** (``DAE_INFERENCE_DTYPE=auto``): bfloat16 for a convolutional model on a CPU with native
   bf16 (faster for the U-Net, within 0.1 dB: tests/service/test_precision.py), float32 elsewhere:
   autocast casts the weights on every call, which costs an MLP more than its whole forward.
+- **batch pixels** (``DAE_MAX_BATCH_PIXELS=0``): on a CPU a forward holds at most 65,536 pixels, all 32
+  digits of a full batch but only one 256×256 photo: past about 128×128 a batch costs more per image
+  than single images do (the U-Net's activations leave the caches: 30 ms for one 256×256 photo, 46 ms
+  per photo in a batch of 8, docs/benchmarks.md), so photos and tiles share forwards only on CUDA,
+  where a batch of 8 Mpixels is what keeps the GPU busy.
 - **threads**: the child gets every core but the event loop's for one forward's intra-op threads, with
   two batches in flight (one computing, the next ready behind it). Inference threads run single-threaded
   forwards side by side, one per core, at most four (past that the batches get too small).
@@ -38,6 +43,8 @@ from models.device import cpu_has_native_bf16, is_convolutional, resolve_device
 from service.settings import Settings
 
 Backend = Literal["loop", "thread", "process"]
+CPU_BATCH_PIXELS = 1 << 16
+CUDA_BATCH_PIXELS = 1 << 23
 
 
 def _cgroup_cpu_limit() -> float | None:
@@ -107,6 +114,7 @@ class WorkerPlan:
     device: torch.device
     placements: dict[str, Placement]
     inference_threads: int  # batches handed to forwards at once (threads that compute, or wait on the child)
+    batch_pixels: int  # most pixels in one forward
     torch_threads: int  # intra-op threads of a forward in this process
     child_torch_threads: int  # intra-op threads of a forward in the child process
 
@@ -134,4 +142,5 @@ def plan_worker(settings: Settings, models: Mapping[str, nn.Module], cores: int 
     else:
         threads = settings.inference_threads or (1 if device.type == "cuda" else min(cores, 4))
         torch_threads = child_threads = settings.torch_threads or max(1, cores // threads)
-    return WorkerPlan(device, placements, threads, torch_threads, child_threads)
+    batch_pixels = settings.max_batch_pixels or (CUDA_BATCH_PIXELS if device.type == "cuda" else CPU_BATCH_PIXELS)
+    return WorkerPlan(device, placements, threads, batch_pixels, torch_threads, child_threads)

@@ -139,7 +139,7 @@ class ModelStore:
                 runner.run,
                 None if placement.backend == "loop" else executor,
                 max_batch_size=settings.max_batch_size,
-                max_batch_pixels=settings.max_batch_pixels,
+                max_batch_pixels=plan.batch_pixels,
                 max_batch_delay_s=settings.max_batch_delay_ms / 1000.0,
                 max_queue_size=settings.max_queue_size,
                 timeout_s=settings.request_timeout_s,

@@ -41,7 +41,9 @@ class Settings(BaseSettings):
     )
     max_batch_size: int = Field(default=32, ge=1, le=4096, description="most images in one forward pass")
     max_batch_pixels: int = Field(
-        default=1 << 20, ge=1, description="most pixels in one forward pass (tiles of photos count their pixels)"
+        default=0,
+        ge=0,
+        description="most pixels in one forward pass (photos and tiles count theirs); 0 picks from the device",
     )
     tile_size: int = Field(
         default=512, ge=16, le=4096, description="side of the tiles a larger image is cut into for a model of any size"

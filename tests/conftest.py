@@ -10,7 +10,16 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 FIXTURE_ROOT = REPO / "tests" / "fixtures"
 CHECKPOINT_DIR = REPO / "checkpoints"
-SHIPPED_MODELS = ("mlp-gaussian", "mlp-salt-pepper", "mlp-masking", "mlp-standard", "conv-blind", "conv-blind-fashion")
+SHIPPED_MODELS = (
+    "mlp-gaussian",
+    "mlp-salt-pepper",
+    "mlp-masking",
+    "mlp-standard",
+    "conv-blind",
+    "conv-blind-fashion",
+    "photo-blind",
+)
+PHOTO_MODELS = ("photo-blind",)  # trained on photos, evaluated on Set12 and BSD68 rather than a test split
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

@@ -97,6 +97,12 @@ def test_on_cuda_every_forward_runs_in_one_inference_thread() -> None:
     assert plan(16, device="cuda", inference_backend="process")[0] == {"conv": "thread", "mlp": "thread"}
 
 
+def test_a_forward_holds_a_batch_of_digits_but_one_photo_on_a_cpu() -> None:
+    cpu = placement.plan_worker(Settings(device="cpu"), MODELS, cores=2).batch_pixels
+    assert 32 * 28 * 28 <= cpu < 2 * 256 * 256
+    assert placement.plan_worker(Settings(device="cpu", max_batch_pixels=5), MODELS, cores=2).batch_pixels == 5
+
+
 def test_the_thread_backend_runs_single_threaded_forwards_side_by_side_on_a_cpu() -> None:
     assert plan(2, inference_backend="thread") == ({"conv": "thread", "mlp": "thread"}, 2, 1, 1)
     # At most four forwards at once, the rest of the cores intra-op.
