@@ -133,7 +133,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             allow_origins=settings.cors_origins,
             allow_methods=["GET", "POST"],
             allow_headers=["Authorization", "X-API-Key", "Accept", "X-Request-ID"],
-            expose_headers=["X-Reconstruction-MSE", "X-Model", "X-Noise-Seed", "Retry-After", "X-Request-ID"],
+            expose_headers=[
+                "X-Reconstruction-MSE",
+                "X-Model",
+                "X-Model-Reason",
+                "X-Noise-Seed",
+                "Retry-After",
+                "X-Request-ID",
+            ],
         )
     app.add_middleware(RequestContextMiddleware, access_log=settings.access_log)
     return app
