@@ -169,6 +169,7 @@ class DynamicBatcher:
         # did not fit in the last one).
         self._held: _Pending | None = None
         self._gathering = False  # the worker holds requests it is forming into a batch
+        self._looking = 0  # requests looking around before computing alone (see ``predict``)
         self._waiter: asyncio.Future[None] | None = None  # set while the worker waits for arrivals
         self._wanted = 0  # how many more requests would fill the batch the worker is gathering
         self._metrics = metrics.BatcherMetrics(name)
@@ -224,7 +225,11 @@ class DynamicBatcher:
             arrival.done()
         if self._executor is None:
             if self._alone():
-                await self._look_around()
+                self._looking += 1  # others looking around at the same time (one request's images) are company
+                try:
+                    await self._look_around()
+                finally:
+                    self._looking -= 1
                 if self._alone():
                     await self._slots.acquire()  # free (``_alone`` checked): returns without waiting
                     return self._run_inline(array)
@@ -251,7 +256,7 @@ class DynamicBatcher:
         return outcome
 
     def _alone(self) -> bool:
-        return self._idle() and self._arrivals.in_service <= 1
+        return self._idle() and self._looking == 0 and self._arrivals.in_service <= 1
 
     @staticmethod
     async def _look_around() -> None:

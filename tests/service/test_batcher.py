@@ -289,5 +289,29 @@ def test_without_an_executor_forwards_run_on_the_event_loop_alone_or_batched() -
 
     means = asyncio.run(scenario())
     assert np.allclose(means, [0.5, *(i / 10 for i in range(6))])
+    assert len(recorder.sizes) <= 3, recorder.sizes
     assert set(threads) == {threading.get_ident()}  # never in another thread
-    assert recorder.sizes[0] == 1 and len(recorder.sizes) < 7, recorder.sizes  # the six shared forwards
+    assert recorder.sizes[0] == 1, recorder.sizes
+
+
+def test_on_the_event_loop_the_images_of_one_request_share_a_forward() -> None:
+    """/denoise/batch: one request (one arrival) whose images reach the batcher together are one batch."""
+    recorder = Recorder()
+
+    async def scenario() -> None:
+        arrivals = Arrivals()
+        batcher = DynamicBatcher(
+            "test", recorder, None, max_batch_size=8, max_batch_delay_s=0.0, max_queue_size=64, timeout_s=10.0,
+            arrivals=arrivals,
+        )  # fmt: skip
+        batcher.start()
+        token = arrivals.announce()
+        try:
+            await asyncio.gather(*(batcher.predict(image(i / 10), token) for i in range(5)))
+        finally:
+            token.done()
+            arrivals.leave()
+            await batcher.stop()
+
+    asyncio.run(scenario())
+    assert sum(recorder.sizes) == 5 and len(recorder.sizes) <= 2, recorder.sizes

@@ -127,6 +127,11 @@ def test_on_the_event_loop_a_lone_request_runs_alone_and_concurrent_ones_share_f
     assert images == clients * rounds
     assert forwards < images, "concurrent requests never shared a forward"
 
+    files = [("file", (f"{i}.png", digit, "image/png")) for i, digit in enumerate(digits[:8])]
+    assert httpx.post(server.url + "/denoise/batch", files=files, data={"model": MODEL}, timeout=30).status_code == 200
+    batch = forwards_and_images()
+    assert batch[1] - final[1] == 8 and batch[0] - final[0] <= 2, "one request's images did not share forwards"
+
 
 def test_a_full_queue_answers_503_with_retry_after_then_recovers(make_server: Any, digit: bytes) -> None:
     server = make_server(max_batch_size=1, max_queue_size=2, **MODELS_IN_PROCESS)
