@@ -134,7 +134,7 @@ def test_with_no_model_named_the_image_decides_and_the_answer_says_why(client: A
 def test_a_large_photo_does_not_hold_back_a_small_request(make_server: Any, digit: bytes) -> None:
     """While a photo's many tiles go through the batcher, a digit posted after it is answered before it."""
     server = make_server(tile_size=32, tile_overlap=8, max_batch_size=8)
-    big = png_bytes(np.tile(photo(), (8, 8)))  # 512×512: about 400 tiles of 32×32
+    big = png_bytes(np.tile(photo(), (16, 16)))  # 1024×1024: about 1,600 tiles of 32×32, seconds of work
     finished: list[str] = []
     lock = threading.Lock()
 
