@@ -223,37 +223,29 @@ class DynamicBatcher:
         """One image's prediction: at once when the model is idle, else through the queue with the others."""
         if arrival is not None:
             arrival.done()
-        if self._executor is None:
-            if self._alone():
-                self._looking += 1  # others looking around at the same time (one request's images) are company
-                try:
-                    await self._look_around()
-                finally:
-                    self._looking -= 1
-                if self._alone():
-                    await self._slots.acquire()  # free (``_alone`` checked): returns without waiting
-                    return self._run_inline(array)
+        if not await self._may_start_now():
             return await self.enqueue(array)
-        if not self._idle():
-            return await self.enqueue(array)
-        await self._slots.acquire()  # free (``_idle`` checked): returns without waiting
+        await self._slots.acquire()  # free (checked just now): returns without waiting
         pending = _Pending(array, asyncio.get_running_loop().create_future())
-        self._set_deadline(pending.future)  # a thread that never answers must not hold the request for ever
+        if self._executor is not None:  # a thread that never answers must not hold the request for ever
+            self._set_deadline(pending.future)
         await self._run([pending])
         return await pending.future
 
-    def _run_inline(self, array: np.ndarray) -> Prediction:
-        """A batch of one, here: no other request is in the service to be held up by it, or to share it."""
-        started = time.perf_counter()
+    async def _may_start_now(self) -> bool:
+        """Whether a request may skip the queue: the model idle; on the event loop, the request also alone
+        in the service even after a look around (others looking around at the same time, the images of one
+        request, are company)."""
+        if self._executor is not None:
+            return self._idle()
+        if not self._alone():
+            return False
+        self._looking += 1
         try:
-            outcome = self._run_batch([array])[0]
+            await self._look_around()
         finally:
-            self._slots.release()
-        self._metrics.inference_seconds.observe(time.perf_counter() - started)
-        self._metrics.batch_size.observe(1)
-        if isinstance(outcome, Exception):
-            raise outcome
-        return outcome
+            self._looking -= 1
+        return self._alone()
 
     def _alone(self) -> bool:
         return self._idle() and self._looking == 0 and self._arrivals.in_service <= 1

@@ -36,8 +36,8 @@ from service.tiles import Grid
 
 log = logging.getLogger(__name__)
 
-# Fully convolutional models take any size; they are warmed up at MNIST's, the size digits come in, and
-# at one tile, the size photos come in.
+# Fully convolutional models take any size; they are warmed up at MNIST's, the size digits come in (and the
+# photo model also at one tile, the size photos come in).
 NOMINAL_SIZE = (28, 28)
 
 
@@ -214,12 +214,12 @@ class Denoiser:
         output = await self.predict(prepared, arrival)
         return await self.encode(prepared, output, started, with_noisy, reason)
 
-    def warm_up(self, batch_sizes: list[int]) -> None:
-        """A real forward per batch size (oneDNN builds its kernels per shape on first use), and one at a
-        tile's size for a model of any size; raises if one fails."""
+    def warm_up(self, batch_sizes: list[int], tile: bool = False) -> None:
+        """A real forward per batch size (oneDNN builds its kernels per shape on first use), and with ``tile``
+        one at a tile's size (for the photo model: photos come that big); raises if one fails."""
         height, width = self.input_size or NOMINAL_SIZE
         shapes = [((height, width), size) for size in batch_sizes]
-        if self.input_size is None:
+        if tile and self.input_size is None:
             shapes.append(((self.tile_size, self.tile_size), 1))
         for (h, w), size in shapes:
             outcome = self.runner.run([np.full((h, w), 0.5, dtype=np.float32)] * size)[0]

@@ -189,7 +189,8 @@ class ModelStore:
         loop = asyncio.get_running_loop()
         try:
             for denoiser in self.denoisers.values():
-                await loop.run_in_executor(self.executor, denoiser.warm_up, self.warm_up_sizes)
+                tile = denoiser.name == self.photo_name
+                await loop.run_in_executor(self.executor, denoiser.warm_up, self.warm_up_sizes, tile)
         except Exception as exc:
             self.not_ready_reason = f"warm-up failed: {exc}"
             log.error("%s", self.not_ready_reason, exc_info=exc)
@@ -225,11 +226,9 @@ class ModelStore:
             raise UnknownModel(f"no model named {name!r}; loaded: {', '.join(self.denoisers)}")
         return denoiser
 
-    def choose(self, name: str | None, width: int, height: int) -> tuple[Denoiser, str]:
-        """The model for an image of this size, and why: the one named, else the digit model for a 28×28
-        image and the photo model for any other (the default model for all when no photo model is loaded)."""
-        if name is not None:
-            return self.get(name), "named in the request"
+    def choose(self, width: int, height: int) -> tuple[Denoiser, str]:
+        """The model for an image of this size when the request names none, and why: the digit model for a
+        28×28 image and the photo model for any other (the default model for all when no photo model is loaded)."""
         if self.photo_name is None:
             return self.get(None), "no model named: the default model"
         if (height, width) == DIGIT_SIZE:
@@ -239,12 +238,12 @@ class ModelStore:
     async def denoise_upload(
         self, name: str | None, data: bytes, noise: NoiseSpec | None, arrival: ArrivalToken | None, with_noisy: bool
     ) -> Denoised:
-        """One upload through the model it names or the one that suits it (``choose``)."""
+        """One upload through the model it names (an unknown one is the first thing to say) or the one that
+        suits it (``choose``)."""
         started = time.perf_counter()
-        if name is not None:
-            self.get(name)  # an unknown model is the first thing to say
+        named = None if name is None else self.get(name)
         image = open_checked(data, self.max_pixels)
-        denoiser, reason = self.choose(name, *image.size)
+        denoiser, reason = (named, "named in the request") if named is not None else self.choose(*image.size)
         return await denoiser.denoise(image, noise, arrival, with_noisy, started, reason)
 
     async def denoise_uploads(
@@ -252,8 +251,6 @@ class ModelStore:
     ) -> list[Denoised | ServiceError]:
         """Several uploads at once, so that they share batches; an upload that fails carries its own error
         while the others are answered."""
-        if name is not None:
-            self.get(name)
 
         async def one(data: bytes, noise: NoiseSpec | None) -> Denoised | ServiceError:
             try:

@@ -100,22 +100,8 @@ class TestPhotos:
     images: list[torch.Tensor]  # H×W uint8 each, in file-name order
 
 
-def test_folder(dataset: str, data_root: str | Path) -> Path:
-    """The folder of ``set12``/``bsd68`` under ``data_root``, or (any other name) ``photos.photo_folder``'s."""
-    if dataset not in PHOTO_TEST_SETS:
-        return photo_folder(dataset, data_root)
-    candidates = [Path(data_root) / "natural" / dataset, Path(data_root) / dataset]
-    for folder in candidates:
-        if folder.is_dir():
-            return folder
-    known = ", ".join((*PHOTO_TEST_SETS, *PHOTO_DATASETS))
-    raise DataError(
-        f"data set {dataset!r}: no folder {' or '.join(map(str, candidates))} (give one of {known} or a folder)"
-    )
-
-
 def load_test_photos(dataset: str, data_root: str | Path, limit: int | None = None) -> TestPhotos:
-    folder = test_folder(dataset, data_root)
+    folder = photo_folder(dataset, data_root, named=(*PHOTO_TEST_SETS, *PHOTO_DATASETS))
     files = image_files(folder)
     if not files:
         raise DataError(f"data set {dataset!r}: {folder} holds no image files")

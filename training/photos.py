@@ -24,9 +24,10 @@ def is_photo_dataset(dataset: str) -> bool:
     return dataset not in DATASETS
 
 
-def photo_folder(dataset: str, data_root: str | Path) -> Path:
-    """The folder ``--dataset`` names; ``DataError`` naming where it looked when there is none."""
-    if dataset in PHOTO_DATASETS:
+def photo_folder(dataset: str, data_root: str | Path, named: tuple[str, ...] = PHOTO_DATASETS) -> Path:
+    """The folder ``--dataset`` names (one of ``named``, under ``data_root``, or a path); ``DataError`` naming
+    where it looked when there is none."""
+    if dataset in named:
         candidates = [Path(data_root) / "natural" / dataset, Path(data_root) / dataset]
     else:
         candidates = [Path(dataset)]
@@ -34,7 +35,7 @@ def photo_folder(dataset: str, data_root: str | Path) -> Path:
         if folder.is_dir():
             return folder
     looked = " or ".join(str(f) for f in candidates)
-    known = ", ".join((*DATASETS, *PHOTO_DATASETS))
+    known = ", ".join((*DATASETS, *named))
     raise DataError(f"data set {dataset!r}: no folder {looked} (give one of {known} or a folder of images)")
 
 

@@ -203,7 +203,12 @@ def test_workers_share_the_port_and_metrics_cover_all_of_them(digit: bytes, tmp_
             except httpx.TransportError:
                 pass
             time.sleep(0.2)
-        wait_until(lambda: httpx.get(url + "/readyz", timeout=5).status_code == 200, "readiness")
+        # Every worker warmed up, not just the one that happens to answer: ten fresh connections in a row
+        # (the kernel spreads them over the workers) all find /readyz at 200.
+        wait_until(
+            lambda: all(httpx.get(url + "/readyz", timeout=5).status_code == 200 for _ in range(10)),
+            "both workers' readiness",
+        )
         for _ in range(10):  # a new connection each: the kernel spreads them over the workers
             assert post_digit(url, digit).status_code == 200
         text = httpx.get(url + "/metrics", timeout=5).text

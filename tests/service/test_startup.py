@@ -33,9 +33,9 @@ def test_requests_before_warm_up_get_503_and_readyz_turns_200_after(
     release = threading.Event()
     real_warm_up = Denoiser.warm_up
 
-    def slow_warm_up(self: Denoiser, batch_sizes: list[int]) -> None:
+    def slow_warm_up(self: Denoiser, batch_sizes: list[int], tile: bool = False) -> None:
         assert release.wait(30)
-        real_warm_up(self, batch_sizes)
+        real_warm_up(self, batch_sizes, tile)
 
     monkeypatch.setattr(Denoiser, "warm_up", slow_warm_up)
     client = make_client(wait=False)
