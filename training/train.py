@@ -29,7 +29,7 @@ from torch import nn
 from tqdm import tqdm
 
 from models.architectures import create_model, list_models
-from models.checkpoint import ModelCard, checkpoint_paths, save_checkpoint
+from models.checkpoint import ModelCard, checkpoint_paths, load_checkpoint, save_checkpoint
 from models.corruptions import DEFAULT_LEVELS, NOISE_TYPES, corrupt, make_generator, validate_level
 from models.device import is_convolutional, resolve_device
 from models.metrics import psnr_per_image
@@ -99,6 +99,13 @@ class TrainConfig:
     )
     device: str = field(default="auto", metadata={"help": "auto, cpu, cuda or cuda:N"})
     resume: bool = field(default=False, metadata={"help": "continue an interrupted run from its saved state"})
+    init_from: str | None = field(
+        default=None,
+        metadata={
+            "help": "start from this checkpoint's weights (fine-tuning; a fresh optimizer and schedule); "
+            "--arch and --arch-arg must describe the same model"
+        },
+    )
     limit: int | None = field(default=None, metadata={"help": "use only the first N train images (smoke runs)"})
     log_every: int = field(default=25, metadata={"help": "steps between progress-bar updates"})
     # The command line recorded in the card: the one given, not an option of its own.
@@ -133,6 +140,30 @@ def init_distributed(device_request: str) -> DistInfo:
 
 def build_model(cfg: TrainConfig) -> nn.Module:
     return create_model(cfg.arch, **cfg.arch_args)
+
+
+def initialise_from(model: nn.Module, path: str) -> dict[str, Any]:
+    """Load a checkpoint's weights into ``model``; returns what the new card records of where they came from.
+
+    The earlier run's command and time go into the new card, so a fine-tuned checkpoint's whole cost and recipe
+    stay on record even when the first stage's checkpoint is not shipped.
+    """
+    source, card = load_checkpoint(path)
+    try:
+        model.load_state_dict(source.state_dict())
+    except RuntimeError as exc:  # missing, unexpected or differently shaped tensors
+        raise ValueError(
+            f"--init-from {path}: it holds a {card.architecture} {card.hyperparameters}, not the model "
+            "--arch/--arch-arg describe; give the same architecture and arguments"
+        ) from exc
+    training = card.training
+    return {
+        "checkpoint": card.name,
+        "weights_sha256": card.weights_sha256,
+        "command": training.get("command"),
+        "wall_time_s": training.get("wall_time_s"),
+        "epochs": card.epochs,
+    }
 
 
 def make_optimizer(model: nn.Module, lr: float) -> torch.optim.Optimizer:
@@ -217,6 +248,7 @@ def train(cfg: TrainConfig) -> ModelCard | None:
     channels_last = is_convolutional(model)  # decided by what the model is, not by its name
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
+    init_record = initialise_from(model, cfg.init_from) if cfg.init_from else None
     optimizer = make_optimizer(model, cfg.lr)
     state_path = Path(cfg.out + ".resume")
     state_path.parent.mkdir(parents=True, exist_ok=True)
@@ -296,6 +328,7 @@ def train(cfg: TrainConfig) -> ModelCard | None:
                 "val_images": len(val_images),
                 "val_psnr_db": finite_or_none(round(float(best["psnr"]), 3)),
                 "history": history,
+                **({"init_from": init_record} if init_record else {}),
             },
         )
         for p in (state_path.with_suffix(".resume.safetensors"), state_path.with_suffix(".resume.meta")):
