@@ -345,3 +345,19 @@ def test_cuda_training_with_bf16_lowers_validation_loss_and_loads_on_cpu(tmp_pat
     with torch.inference_mode():
         # float32 on both: cuDNN and oneDNN differ only in summation order
         assert torch.allclose(gpu_model(x.cuda()).cpu(), cpu_model(x), atol=1e-4)
+
+
+def test_init_from_fine_tunes_a_checkpoint_and_records_where_its_weights_came_from(tmp_path: Path) -> None:
+    first, second = tmp_path / "first", tmp_path / "second"
+    args = [*QUICK, "--arch", "conv", "--arch-arg", "channels=4", "--noise", "mixed", "--limit", "64"]
+    assert train_main([*args, "--epochs", "2", "--val-images", "16", "--out", str(first)]) == 0
+    # lr 0: the fine-tuned model is the first one, so its validation PSNR is the first run's best, to the digit
+    assert train_main([*args, "--epochs", "1", "--val-images", "16", "--lr", "0", "--init-from", str(first),
+                       "--out", str(second)]) == 0  # fmt: skip
+    before, after = card_of(first), card_of(second)
+    assert after["training"]["history"][0]["val_psnr_db"] == pytest.approx(before["training"]["val_psnr_db"], abs=1e-3)
+    record = after["training"]["init_from"]
+    assert record["weights_sha256"] == before["weights_sha256"] and record["command"] == before["training"]["command"]
+    # a checkpoint of another shape is refused with a message naming what it holds
+    other = [*QUICK, "--arch", "conv", "--arch-arg", "channels=8", "--limit", "64", "--epochs", "1"]
+    assert train_main([*other, "--init-from", str(first), "--out", str(tmp_path / "bad")]) == 2
