@@ -26,6 +26,8 @@ from service.middleware import ApiKeyMiddleware, ArrivalMiddleware, BodyLimitMid
 from service.registry import ModelStore, StartupError
 from service.routes import STATIC_DIR, batched_paths, router
 from service.settings import Settings
+from service.v2_routes import ProtocolErrorMiddleware
+from service.v2_routes import router as v2_router
 
 log = logging.getLogger("service")
 
@@ -33,6 +35,7 @@ DOCS_STATIC_PATH = "/static-offline-docs"
 # Reachable without the API key: probes, the API's own documentation, the noise list, the demo page and its assets.
 OPEN_PATHS = frozenset(
     {"/healthz", "/readyz", "/docs", "/docs/oauth2-redirect", "/openapi.json", "/noises", "/", "/favicon.ico"}
+    | {"/v2/health/live", "/v2/health/ready"}  # the Open Inference Protocol's probes, open as /healthz and /readyz
 )
 OPEN_PREFIXES = ("/static/", DOCS_STATIC_PATH + "/")
 
@@ -101,7 +104,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app = FastAPIOffline(
         # The routes themselves, not include_router: an included router is matched as a second layer of
         # routing on every request.
-        routes=list(router.routes),
+        routes=[*router.routes, *v2_router.routes],
         title="Denoising autoencoder service",
         version="0.1.0",
         description=DESCRIPTION,
@@ -132,7 +135,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             CORSMiddleware,
             allow_origins=settings.cors_origins,
             allow_methods=["GET", "POST"],
-            allow_headers=["Authorization", "X-API-Key", "Accept", "X-Request-ID"],
+            allow_headers=[
+                "Authorization",
+                "X-API-Key",
+                "Accept",
+                "X-Request-ID",
+                "Content-Type",
+                "Inference-Header-Content-Length",
+            ],
             expose_headers=[
                 "X-Reconstruction-MSE",
                 "X-Model",
@@ -140,7 +150,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 "X-Noise-Seed",
                 "Retry-After",
                 "X-Request-ID",
+                "Inference-Header-Content-Length",
             ],
         )
     app.add_middleware(RequestContextMiddleware, access_log=settings.access_log)
+    # Outermost: the protocol's {"error"} shape for every error under /v2, whichever layer inside it answered.
+    app.add_middleware(ProtocolErrorMiddleware)
     return app

@@ -180,7 +180,11 @@ def test_resume_continues_an_interrupted_run_to_the_same_weights(
     assert (tmp_path / "split.resume.safetensors").is_file()
     monkeypatch.setattr(train_module, "validation_psnr", real_validation)
     assert train_main([*args, "--out", str(tmp_path / "split"), "--resume"]) == 0
-    assert card_of(tmp_path / "split")["weights_sha256"] == card_of(tmp_path / "whole")["weights_sha256"]
+    split, whole = card_of(tmp_path / "split"), card_of(tmp_path / "whole")
+    assert split["weights_sha256"] == whole["weights_sha256"]
+    # the card is the whole run's: every epoch's figures, and the time of both processes
+    assert split["training"]["history"] == whole["training"]["history"]
+    assert [h["epoch"] for h in split["training"]["history"]] == [1, 2, 3]
 
 
 def test_missing_data_is_one_clear_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -252,10 +252,10 @@ def train(cfg: TrainConfig) -> ModelCard | None:
     optimizer = make_optimizer(model, cfg.lr)
     state_path = Path(cfg.out + ".resume")
     state_path.parent.mkdir(parents=True, exist_ok=True)
-    start_epoch, best = 0, {"psnr": -1.0, "epoch": -1}
-    best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    progress = Progress(best_state={k: v.detach().clone() for k, v in model.state_dict().items()})
     if cfg.resume:
-        start_epoch, best, best_state = load_training_state(state_path, model, optimizer)
+        progress = load_training_state(state_path, model, optimizer)
+    best, best_state, history = progress.best, progress.best_state, progress.history
     ddp_model: nn.Module = model
     if info.world_size > 1:
         device_ids = [device.index] if device.type == "cuda" else None
@@ -263,9 +263,8 @@ def train(cfg: TrainConfig) -> ModelCard | None:
     use_bf16 = device.type == "cuda"
 
     steps = batches.steps
-    history: list[dict[str, float | None]] = []
-    started = time.perf_counter()
-    for epoch in range(start_epoch, cfg.epochs):
+    started = time.perf_counter() - progress.elapsed_s  # a resumed run's time includes its earlier processes
+    for epoch in range(progress.epoch, cfg.epochs):
         for group in optimizer.param_groups:
             group["lr"] = lr_at(cfg, epoch)
         noise_gen = make_generator((cfg.seed * 1000 + epoch) * 64 + info.rank, device)
@@ -299,7 +298,8 @@ def train(cfg: TrainConfig) -> ModelCard | None:
             best = {"psnr": val, "epoch": epoch + 1}
             best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
         if info.is_main:
-            save_training_state(state_path, model, optimizer, epoch + 1, best, best_state)
+            elapsed = time.perf_counter() - started
+            save_training_state(state_path, model, optimizer, Progress(epoch + 1, best, best_state, history, elapsed))
     wall = time.perf_counter() - started
 
     digests = gather_digests(best_state, info)
@@ -364,29 +364,37 @@ def gather_digests(state: dict[str, torch.Tensor], info: DistInfo) -> list[str]:
     return [str(d) for d in gathered]
 
 
+@dataclass
+class Progress:
+    """Where a run stands after an epoch: what ``--resume`` restores, so a resumed run's card is the whole run's."""
+
+    epoch: int = 0
+    best: dict[str, float] = field(default_factory=lambda: {"psnr": -1.0, "epoch": -1})
+    best_state: dict[str, torch.Tensor] = field(default_factory=dict)
+    history: list[dict[str, float | None]] = field(default_factory=list)
+    elapsed_s: float = 0.0
+
+
 # --resume state: model and optimizer tensors in safetensors, the rest as JSON; nothing pickled.
-def save_training_state(
-    path: Path,
-    model: nn.Module,
-    optimizer: torch.optim.Optimizer,
-    epoch: int,
-    best: dict[str, float],
-    best_state: dict[str, torch.Tensor],
-) -> None:
+def save_training_state(path: Path, model: nn.Module, optimizer: torch.optim.Optimizer, progress: Progress) -> None:
     tensors = {f"model.{k}": v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    tensors.update({f"best.{k}": v.detach().cpu().contiguous() for k, v in best_state.items()})
+    tensors.update({f"best.{k}": v.detach().cpu().contiguous() for k, v in progress.best_state.items()})
     opt = optimizer.state_dict()
     for param_id, slots in opt["state"].items():
         for slot, value in slots.items():
             tensors[f"optim.{param_id}.{slot}"] = torch.as_tensor(value).detach().cpu().contiguous()
     save_file(tensors, str(path.with_suffix(".resume.safetensors")))
-    meta = {"epoch": epoch, "best": best, "param_groups": opt["param_groups"]}
+    meta = {
+        "epoch": progress.epoch,
+        "best": progress.best,
+        "history": progress.history,
+        "elapsed_s": progress.elapsed_s,
+        "param_groups": opt["param_groups"],
+    }
     path.with_suffix(".resume.meta").write_text(json.dumps(meta))
 
 
-def load_training_state(
-    path: Path, model: nn.Module, optimizer: torch.optim.Optimizer
-) -> tuple[int, dict[str, float], dict[str, torch.Tensor]]:
+def load_training_state(path: Path, model: nn.Module, optimizer: torch.optim.Optimizer) -> Progress:
     tensors_path, meta_path = path.with_suffix(".resume.safetensors"), path.with_suffix(".resume.meta")
     if not tensors_path.is_file() or not meta_path.is_file():
         raise FileNotFoundError(f"--resume: no training state at {tensors_path} (is the run already finished?)")
@@ -401,4 +409,4 @@ def load_training_state(
     optimizer.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
     device = next(model.parameters()).device
     best_state = {k[5:]: v.to(device) for k, v in tensors.items() if k.startswith("best.")}
-    return int(meta["epoch"]), meta["best"], best_state
+    return Progress(int(meta["epoch"]), meta["best"], best_state, meta.get("history", []), meta.get("elapsed_s", 0.0))
