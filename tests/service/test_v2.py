@@ -480,3 +480,15 @@ def test_the_readme_example_runs_as_written(
         written = decode_png(path.with_suffix(".denoised.png").read_bytes())
         expected, _ = via_denoise(server, digits[i], DIGIT_MODEL)
         assert np.abs(written.astype(int) - expected.astype(int)).max() <= GREY_LEVELS
+
+
+def test_the_readme_shows_the_example_that_runs() -> None:
+    readme = (REPO / "README.md").read_text()
+    section = readme[readme.index("## Calling it with tritonclient") :]
+    shown = section[
+        section.index("```python\n") + len("```python\n") : section.index("\n```", section.index("```python"))
+    ]
+    core = shown[shown.index("def denoise(") :]
+    assert core in EXAMPLE.read_text(), (
+        "README.md's tritonclient code differs from docs/examples/tritonclient_example.py"
+    )
