@@ -121,7 +121,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     # add_middleware wraps what is there, so the last added runs first: the request id, metrics and the
     # access log see every answer (401 and 413 included, and the 500 of an unhandled error, which that
     # layer answers itself), CORS answers preflights before the key check.
-    app.add_middleware(ArrivalMiddleware, arrivals=app.state.arrivals, paths=batched_paths(app.routes))
+    paths, patterns = batched_paths(app.routes)
+    app.add_middleware(ArrivalMiddleware, arrivals=app.state.arrivals, paths=paths, patterns=patterns)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_upload_bytes)
     if settings.api_key is not None:
         app.add_middleware(

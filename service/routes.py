@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import logging
+import re
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -94,10 +95,13 @@ def batched(endpoint: Endpoint) -> Endpoint:
     return endpoint
 
 
-def batched_paths(routes: list[BaseRoute]) -> frozenset[str]:
-    """The paths of the routes marked ``@batched``."""
-    return frozenset(
-        route.path for route in routes if isinstance(route, APIRoute) and getattr(route.endpoint, "batched", False)
+def batched_paths(routes: list[BaseRoute]) -> tuple[frozenset[str], tuple[re.Pattern[str], ...]]:
+    """The routes marked ``@batched``: the fixed paths (a set lookup per request) and the patterns of those
+    with parameters in their path (``/v2/models/{name}/infer``)."""
+    marked = [r for r in routes if isinstance(r, APIRoute) and getattr(r.endpoint, "batched", False)]
+    return (
+        frozenset(r.path for r in marked if not r.param_convertors),
+        tuple(r.path_regex for r in marked if r.param_convertors),
     )
 
 

@@ -20,7 +20,7 @@ from pydantic import BaseModel, Field
 from starlette.requests import ClientDisconnect
 
 from service import v2
-from service.batcher import Arrivals, ArrivalToken
+from service.batcher import ArrivalToken
 from service.denoiser import Denoiser
 from service.errors import TooLarge, Unavailable, UnknownModel
 from service.middleware import ARRIVAL_SCOPE_KEY, ASGIApp, Message, Receive, Scope, Send
@@ -257,32 +257,22 @@ def inflate(body: bytes, encoding: str | None, max_bytes: int) -> bytes:
 
 async def _infer(request: Request, name: str, version: str | None) -> Response:
     settings: Settings = request.app.state.settings
-    # ArrivalMiddleware announces requests by exact path, and this route's path holds the model's name: announce
-    # it here, before its body is read, so that a batch forming meanwhile waits for it (service.batcher).
-    arrival: ArrivalToken | None = request.scope.get(ARRIVAL_SCOPE_KEY)
-    arrivals: Arrivals | None = None if arrival is not None else request.app.state.arrivals
-    if arrivals is not None:
-        arrival = arrivals.announce()
+    arrival: ArrivalToken | None = request.scope.get(ARRIVAL_SCOPE_KEY)  # announced by ArrivalMiddleware
+    denoiser = _model(request, name, version)
+    _ready(_store(request))
     try:
-        denoiser = _model(request, name, version)
-        _ready(_store(request))
-        try:
-            body = await request.body()
-        except ClientDisconnect:
-            raise v2.BadRequest("the client went away before sending the whole body") from None
-        encoding = request.headers.get("content-encoding")
-        if encoding is not None:  # inflating megabytes takes milliseconds: not on the event loop
-            body = await anyio.to_thread.run_sync(inflate, body, encoding, settings.max_upload_bytes)
-        limits = v2.Limits(settings.max_image_pixels, settings.max_batch_files)
-        header = request.headers.get(v2.HEADER_LENGTH)
-        decoded = await v2.off_the_loop(len(body), v2.decode_request, body, header, denoiser.input_size, limits)
-        outputs = await v2.predict(denoiser, decoded.images, arrival)
-        answer = await v2.off_the_loop(v2.json_bytes(decoded), v2.encode_response, denoiser.name, decoded, outputs)
-        content, header_length = answer
-    finally:
-        if arrivals is not None and arrival is not None:
-            arrival.done()
-            arrivals.leave()
+        body = await request.body()
+    except ClientDisconnect:
+        raise v2.BadRequest("the client went away before sending the whole body") from None
+    encoding = request.headers.get("content-encoding")
+    if encoding is not None:  # inflating megabytes takes milliseconds: not on the event loop
+        body = await anyio.to_thread.run_sync(inflate, body, encoding, settings.max_upload_bytes)
+    limits = v2.Limits(settings.max_image_pixels, settings.max_batch_files)
+    header = request.headers.get(v2.HEADER_LENGTH)
+    decoded = await v2.off_the_loop(len(body), v2.decode_request, body, header, denoiser.input_size, limits)
+    outputs = await v2.predict(denoiser, decoded.images, arrival)
+    answer = await v2.off_the_loop(v2.json_bytes(decoded), v2.encode_response, denoiser.name, decoded, outputs)
+    content, header_length = answer
     if header_length is None:
         return Response(content, media_type="application/json")
     return Response(content, media_type="application/octet-stream", headers={v2.HEADER_LENGTH: str(header_length)})

@@ -492,3 +492,18 @@ def test_the_readme_shows_the_example_that_runs() -> None:
     assert core in EXAMPLE.read_text(), (
         "README.md's tritonclient code differs from docs/examples/tritonclient_example.py"
     )
+
+
+def test_infer_requests_are_announced_to_the_batchers_on_arrival() -> None:
+    """The infer routes are ``@batched``: ArrivalMiddleware must recognise their paths, which name the model."""
+    from service.app import create_app
+    from service.batcher import Arrivals
+    from service.middleware import ArrivalMiddleware
+    from service.routes import batched_paths
+
+    paths, patterns = batched_paths(create_app(settings_for()).routes)
+    announced = ArrivalMiddleware(lambda *_: None, Arrivals(), paths, patterns)._batched  # type: ignore[arg-type]
+    assert announced("/denoise") and announced("/denoise/batch")
+
+    assert announced("/v2/models/conv-blind/infer") and announced("/v2/models/photo-blind/versions/1/infer")
+    assert not announced("/v2/models/conv-blind") and not announced("/v2/models/conv-blind/ready")
