@@ -106,9 +106,13 @@ def train_all_commands() -> dict[str, list[str]]:
     """Each model's ``dae-train`` arguments in ``checkpoints/train_all.sh``, its common ones included."""
     script = (CHECKPOINT_DIR / "train_all.sh").read_text()
     recipes = dict(re.findall(r'^\s+\[([\w-]+)\]="([^"]*)"', script, re.MULTILINE))
-    common = ["--data-root", "data", "--seed", "0", "--out"]
-    assert '--data-root "$DATA_ROOT" --seed 0 --out "checkpoints/$name"' in script
-    return {name: [*shlex.split(args), *common, f"checkpoints/{name}"] for name, args in recipes.items()}
+    assert '--data-root "$DATA_ROOT" --out "$out_dir/$name"' in script
+    stages = "/tmp/photo"
+    assert f"STAGE_DIR=${{STAGE_DIR:-{stages}}}" in script
+    return {
+        name: [*shlex.split(args.replace("$STAGE_DIR", stages)), "--data-root", "data", "--out", f"checkpoints/{name}"]
+        for name, args in recipes.items()
+    }
 
 
 @pytest.mark.parametrize("name", SHIPPED_MODELS)
@@ -122,6 +126,7 @@ def test_train_all_retrains_each_card_recipe(name: str) -> None:
     for key in ("patch_size", "val_images"):
         assert recorded.get(key, getattr(cfg, key)) == getattr(cfg, key), key
     assert Path(recorded["out"]).name == Path(cfg.out).name
+    assert recorded.get("init_from") == cfg.init_from  # a fine-tuned model names its first stage as the script does
     assert recorded["level"] == cfg.noise_level
     assert card.hyperparameters == recipe_hyperparameters(cfg)
 
