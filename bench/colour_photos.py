@@ -114,6 +114,16 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def command(args: argparse.Namespace) -> str:
+    """The command line that reproduces the figures."""
+    parts = ["python -m bench.colour_photos"]
+    if args.sigmas != [15, 25, 50]:
+        parts += ["--sigmas", *map(str, args.sigmas)]
+    if args.limit is not None:
+        parts += ["--limit", str(args.limit)]
+    return " ".join(parts)
+
+
 def report(
     rows: list[tuple[str, int, float, float, float]],
     photos: dict[str, np.ndarray],
@@ -123,8 +133,7 @@ def report(
 ) -> str:
     sizes = ", ".join(f"{name} {p.shape[1]}×{p.shape[0]}" for name, p in photos.items())
     lines = [
-        f"Measured {datetime.date.today()} on {device_description('cpu')} with `python -m bench.colour_photos`"
-        f"{' ' + ' '.join(['--sigmas', *map(str, args.sigmas)]) if args.sigmas != [15, 25, 50] else ''}. "
+        f"Measured {datetime.date.today()} on {device_description('cpu')} with `{command(args)}`. "
         f"Photos: scikit-image's colour photographs ({sizes}); Gaussian noise on every channel, saved as 8-bit "
         f"PNG (clipped, as a user's photo is) and posted to `/denoise` with `{MODEL}`, which denoises the three "
         "planes one by one; colour BM3D (`bm3d.bm3d_rgb`, σ given) on the same 8-bit image. Mean RGB PSNR (dB):",
