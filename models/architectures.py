@@ -193,3 +193,30 @@ def conv(channels: int = 24, depth: int = 2) -> nn.Module:
 @register_model("unet-res")
 def unet_res(channels: int = 32, depth: int = 2) -> nn.Module:
     return ResidualUNet(channels, depth)
+
+
+class LevelAwareUNet(UNetDenoiser):
+    """The U-Net told the noise level, as FFDNet is: a second input channel holds the level at every pixel.
+
+    Input N×2×H×W (the noisy image, then the level map), output N×1×H×W. It is the study's control for
+    blindness: the same network as ``conv`` with the one thing a blind model must guess given to it. It
+    cannot serve a plain image (nothing says its level), so it is trained and scored by ``training.study``.
+    """
+
+    def __init__(self, channels: int = 24, depth: int = 2) -> None:
+        super().__init__(channels, depth)
+        self.input_channels = 2
+        self.down[0] = _conv_block(2, channels)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.shape[1] != 2:
+            raise ValueError(
+                f"conv-level takes the image and its noise-level map (2 channels), got {x.shape[1]}; train it with "
+                "`python -m training.study.level_aware` (dae-train's options), which feeds it the level"
+            )
+        return super().forward(x)
+
+
+@register_model("conv-level")
+def conv_level(channels: int = 24, depth: int = 2) -> nn.Module:
+    return LevelAwareUNet(channels, depth)

@@ -1,26 +1,32 @@
 """``dae-report``: re-run the study and write ``docs/report.md`` with its figures.
 
-The run prepares every model first (shipped checkpoints, or trained once into the cache), then runs
-the experiments in the order of ``SECTIONS``, from the examples to Fashion-MNIST, each adding one
-section: tables, figures and findings computed from its numbers. ``--quick`` runs the same code on
-the test fixture with tiny models.
+The run prepares every model first, every training seed of it (shipped checkpoints, or trained once into
+the cache), then runs the experiments in the order of ``SECTIONS``, from the examples to the cost table,
+each adding one section: tables, figures and findings computed from its numbers. ``--quick`` runs the same
+code on the test fixture with tiny models.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import os
+import platform
 import time
 from collections.abc import Callable
 from pathlib import Path
 
+import torch
+
 from training.data import load_split
-from training.evaluate import EVAL_SEED
 from training.study import sections
+from training.study.blindness import blindness_section
 from training.study.config import StudyConfig
+from training.study.cost import cost_section
 from training.study.log import ProgressLog
-from training.study.markdown import Section, Table, render_report
+from training.study.markdown import Section, Table, render_report, seeds_note
 from training.study.scoring import Scorer, TestSet
-from training.study.zoo import ModelZoo
+from training.study.universal import universal_section
+from training.study.zoo import SPECS, ModelZoo, seeded
 from training.train import device_name
 
 SECTIONS: tuple[Callable[[sections.Study], Section], ...] = (
@@ -31,8 +37,11 @@ SECTIONS: tuple[Callable[[sections.Study], Section], ...] = (
     sections.feature_section,
     sections.iterative_section,
     sections.blind,
+    blindness_section,
+    universal_section,
     sections.classical_section,
     sections.fashion,
+    cost_section,
 )
 
 
@@ -47,24 +56,49 @@ def load_test(dataset: str, cfg: StudyConfig) -> TestSet:
 
 
 def models_table(zoo: ModelZoo) -> Table:
+    """One row per model, its seeds together: where each came from, best epochs, training times."""
     rows = []
-    for name, prov in zoo.provenance.items():
-        card = prov.card
+    for spec in SPECS:
+        provs = [zoo.provenance[seeded(spec.name, seed)] for seed in zoo.cfg.seeds]
+        card = provs[0].card
         noise = card.noise if card.noise == "none" else f"{card.noise} {card.noise_level:g}"
+        sources = ", ".join(f"{p.seed}: {p.source}" for p in provs)
+        epochs = ", ".join(str(p.card.best_epoch) for p in provs)
+        minutes = ", ".join(f"{p.card.training.get('wall_time_s', float('nan')) / 60:.1f}" for p in provs)
         rows.append([
-            name, prov.source, card.dataset, card.architecture, noise, f"{card.best_epoch} of {card.epochs}",
-            f"{card.training.get('train_images', '?'):,}", f"`{card.training.get('command', '?')}`",
+            spec.name, sources, card.dataset, card.architecture, noise, f"{epochs} of {card.epochs}",
+            f"{card.training.get('train_images', '?'):,}", f"{minutes} ({card.training.get('device', '?')})",
+            f"`{card.training.get('command', '?')}`",
         ])  # fmt: skip
-    header = ["model", "source", "data set", "arch", "training noise", "best epoch", "train images", "training command"]
-    note = "Training commands as recorded in each model card; the cache models were trained by this report."
+    header = ["model", "seed: source", "data set", "arch", "training noise", "best epoch per seed", "train images",
+              "training minutes per seed (device of seed 0)", "training command (seed 0)"]  # fmt: skip
+    note = (
+        "Training commands as recorded in each model card; the other seeds' differ only in `--seed` and `--out` "
+        f"(`{zoo.cfg.model_cache}/NAME@sSEED`); the cache models were trained by this report, or an earlier run of it."
+    )
     return Table(header, rows, note, "Models")
+
+
+def machine() -> str:
+    """The hardware and software the numbers were measured on: CPU model, cores, GPU, library versions."""
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as info:
+            cpu = next((line.split(":", 1)[1].strip() for line in info if line.startswith("model name")), cpu)
+    except OSError:
+        pass
+    gpu = f", GPU {torch.cuda.get_device_name(0)}" if torch.cuda.is_available() else ""
+    return (
+        f"{cpu}, {os.cpu_count()} logical cores{gpu}; {platform.system()} {platform.release()}, Python "
+        f"{platform.python_version()}, torch {torch.__version__} ({torch.get_num_threads()} threads)"
+    )
 
 
 def preamble(cfg: StudyConfig, zoo: ModelZoo, total: float, training: float) -> list[str]:
     when = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     lines = [
         "# Denoising autoencoders: the study",
-        f"Generated by `{cfg.command}` on {when}, device {device_name(zoo.device)}. "
+        f"Generated by `{cfg.command}` on {when}, device {device_name(zoo.device)}; machine: {machine()}. "
         f"**The whole run took {duration(total)}** ({duration(training)} of it preparing models).",
     ]
     if cfg.quick:
@@ -76,8 +110,14 @@ def preamble(cfg: StudyConfig, zoo: ModelZoo, total: float, training: float) -> 
         "How to read it:\n\n"
         "- Every number is measured on test images the models never saw in training or tuning; each table says "
         "which images (the whole test split, or a fixed sample of it).\n"
-        f"- Noise is drawn from a fixed seed ({EVAL_SEED}), exactly as `dae-eval` draws it, so every model in a "
-        "table denoises the very same noisy images and the numbers match the model cards.\n"
+        f"- Noise is drawn from fixed seeds ({seeds_note(cfg.eval_seeds, len(cfg.seeds))}), the first exactly as "
+        "`dae-eval` draws it, so every model in a table denoises the very same noisy images. Each model is "
+        "trained with every training seed (seed 0 of a shipped model is the shipped checkpoint); a cell is the mean "
+        "over images, noise seeds and training seeds, with ± the spread across training seeds.\n"
+        "- Every difference a finding draws a conclusion from carries a 95% paired-bootstrap interval "
+        "(`+1.20 dB [+0.98, +1.41]`), resampled over the test images and the training seeds. A method is called "
+        "best, or said to beat another, only when that interval excludes 0; otherwise the two are "
+        "*indistinguishable*.\n"
         "- PSNR is computed per image (data range 1) and averaged; SSIM likewise (Gaussian window 11, σ 1.5). "
         "Higher is better for both; identical images score the PSNR cap of 100 dB. The *noisy input* row is the "
         "corrupted image itself: what a denoiser must beat.\n"
@@ -97,7 +137,8 @@ def build_study(cfg: StudyConfig, zoo: ModelZoo, log: ProgressLog) -> sections.S
     train_images, train_labels = load_split("mnist", "train", cfg.data_root)
     limit = cfg.scale.probe_train_limit
     mnist, fashion = load_test("mnist", cfg), load_test("fashion-mnist", cfg)
-    return sections.Study(cfg, Scorer(zoo.model), mnist, fashion, train_images[:limit], train_labels[:limit], log)
+    scorer = Scorer(zoo.model, zoo.names, cfg.eval_seeds)
+    return sections.Study(cfg, scorer, mnist, fashion, train_images[:limit], train_labels[:limit], log, zoo.card)
 
 
 def run_report(cfg: StudyConfig) -> Path:

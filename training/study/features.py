@@ -30,6 +30,8 @@ class FeatureRow:
     active_units: int  # latent units not stuck at zero on the clean test images
     mean_abs_corr: float  # mean |Pearson r| between distinct active units
     roughness: float  # mean squared neighbour difference of unit-norm first-layer filters
+    dead_filters: int  # first-layer units that fire on no clean test image (weights left at initialisation)
+    dead_shown: int  # ... of the SHOWN_FILTERS drawn in the figure
     clean: Score
     noisy: Score
 
@@ -40,6 +42,7 @@ class FeatureResult:
     filters: dict[str, np.ndarray]  # label → SHOWN_FILTERS×28×28
     correlations: dict[str, np.ndarray]  # label → 64×64 (NaN for dead units)
     probe_train_images: int
+    first_layer_units: int
 
 
 def as_mlp(model: nn.Module) -> MLPAutoencoder:
@@ -61,6 +64,19 @@ def first_layer_filters(model: MLPAutoencoder) -> np.ndarray:
     assert isinstance(first, nn.Linear)
     side = int(first.in_features**0.5)
     return first.weight.detach().float().cpu().numpy().reshape(-1, side, side)
+
+
+@torch.inference_mode()
+def dead_first_layer(model: MLPAutoencoder, images: torch.Tensor) -> np.ndarray:
+    """Which first-layer units never fire (ReLU input ≤ 0) on any of ``images``. Such a unit gets no gradient,
+    so its weights stay at their random initialisation: the speckled tiles of the filter figure."""
+    first = model.encoder[0]
+    assert isinstance(first, nn.Linear)
+    device = first.weight.device
+    fired = torch.zeros(first.out_features, dtype=torch.bool, device=device)
+    for chunk in images.split(2000):
+        fired |= (first(chunk.to(device).flatten(1)) > 0).any(dim=0)
+    return (~fired).cpu().numpy()
 
 
 def roughness(filters: np.ndarray) -> float:
@@ -107,6 +123,7 @@ def feature_study(
         clean_codes = latents(model, test.clean)
         corr, active, mean_r = correlation(clean_codes)
         weights = first_layer_filters(model)
+        dead = dead_first_layer(model, test.clean)
         rows.append(
             FeatureRow(
                 label=label,
@@ -115,9 +132,11 @@ def feature_study(
                 active_units=active,
                 mean_abs_corr=mean_r,
                 roughness=roughness(weights),
+                dead_filters=int(dead.sum()),
+                dead_shown=int(dead[:SHOWN_FILTERS].sum()),
                 clean=scorer.score(name, test, CLEAN),
                 noisy=scorer.score(name, test, noise),
             )
         )
         filters[label], correlations[label] = weights[:SHOWN_FILTERS], corr
-    return FeatureResult(rows, filters, correlations, len(train_images))
+    return FeatureResult(rows, filters, correlations, len(train_images), len(weights))

@@ -105,16 +105,29 @@ def heatmap(
     labels: tuple[Sequence[str], Sequence[str]],
     axis_labels: tuple[str, str],
     bar_label: str = "mean PSNR (dB)",
+    second: np.ndarray | None = None,
+    diverging: bool = False,
 ) -> Path:
-    """A matrix of values, each cell annotated; ``labels`` and ``axis_labels`` are (rows, columns)."""
+    """A matrix of values, each cell annotated (with ``second``, e.g. the SSIM, under it); ``labels`` and
+    ``axis_labels`` are (rows, columns). ``diverging`` centres a red-blue scale on 0, for gains that can be
+    negative (a denoiser worse than its input is red)."""
     row_labels, col_labels = labels
-    fig = Figure(figsize=(1.5 * len(col_labels) + 3.0, 0.6 * len(row_labels) + 1.8))
+    fig = Figure(figsize=(1.5 * len(col_labels) + 3.0, (0.75 if second is not None else 0.6) * len(row_labels) + 1.8))
     ax = fig.subplots()
-    image = ax.imshow(matrix, cmap="viridis", aspect="auto")
+    if diverging:
+        limit = float(np.nanmax(np.abs(matrix))) or 1.0
+        image = ax.imshow(matrix, cmap="RdBu", vmin=-limit, vmax=limit, aspect="auto")
+    else:
+        image = ax.imshow(matrix, cmap="viridis", aspect="auto")
     low, high = float(np.nanmin(matrix)), float(np.nanmax(matrix))
     for (i, j), value in np.ndenumerate(matrix):
-        dark = (value - low) < 0.6 * (high - low + 1e-12)
-        ax.text(j, i, f"{value:.2f}", ha="center", va="center", color="white" if dark else "black", fontsize=9)
+        # white text on the dark end of the scale (both ends of a diverging one)
+        spread = abs(value) / max(abs(low), abs(high), 1e-12) if diverging else 1 - (value - low) / (high - low + 1e-12)
+        dark = spread > 0.6 if diverging else spread > 0.4
+        text = f"{value:+.2f}" if diverging else f"{value:.2f}"
+        if second is not None:
+            text += f"\n{second[i, j]:.3f}"
+        ax.text(j, i, text, ha="center", va="center", color="white" if dark else "black", fontsize=8)
     ax.set_xticks(range(len(col_labels)), col_labels, rotation=20, ha="right")
     ax.set_yticks(range(len(row_labels)), row_labels)
     ax.set_ylabel(axis_labels[0])
@@ -179,8 +192,11 @@ def mosaic(images: np.ndarray, cols: int, gap: int = 1, fill: float = np.nan) ->
     return out
 
 
-def filter_grids(path: Path, title: str, filters: Mapping[str, np.ndarray]) -> Path:
-    """First-layer weights as images, each unit scaled by its own largest |weight| (so −1…1)."""
+def filter_grids(
+    path: Path, title: str, filters: Mapping[str, np.ndarray], dead: Mapping[str, int] | None = None
+) -> Path:
+    """First-layer weights as images, each unit scaled by its own largest |weight| (so −1…1); ``dead``: how many
+    of the shown units never fire, named in each panel's title."""
     fig = Figure(figsize=(6.0 * len(filters), 6.4))
     axes = fig.subplots(1, len(filters), squeeze=False)[0]
     image = None
@@ -188,7 +204,8 @@ def filter_grids(path: Path, title: str, filters: Mapping[str, np.ndarray]) -> P
         scaled = weights / np.abs(weights).reshape(len(weights), -1).max(axis=1).clip(min=1e-12)[:, None, None]
         image = ax.imshow(mosaic(scaled, int(np.ceil(np.sqrt(len(weights))))), cmap="RdBu_r", vmin=-1, vmax=1)
         bare(ax)
-        ax.set_title(f"{label}\nfirst {len(weights)} of the 784→256 layer's units")
+        note = f"\n{dead[label]} of them dead (never fire: random initial weights)" if dead is not None else ""
+        ax.set_title(f"{label}\nfirst {len(weights)} of the 784→256 layer's units{note}")
     if image is not None:
         fig.colorbar(image, ax=list(axes), shrink=0.7).set_label("weight / the unit's largest |weight|")
     fig.suptitle(title)

@@ -9,11 +9,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
 from models.corruptions import corrupt, make_generator
-from training.evaluate import EVAL_SEED
-from training.study.scoring import Noise, Score, Scorer, TestSet
+from training.study.scoring import Noise, Score, Scorer, TestSet, per_image
 
 ITERATIVE_MODEL = "mlp-gaussian"
 ITERATIVE_NOISE = Noise.of("gaussian", 0.5)
@@ -36,26 +36,42 @@ class IterativeResult:
         return 1 + max(range(len(runs)), key=lambda i: runs[i].psnr)
 
 
+Runs = list[tuple[np.ndarray, np.ndarray]]  # per pass: per-image PSNR and SSIM
+
+
 def run_passes(
-    scorer: Scorer, test: TestSet, renoise: bool, keep: int, model: str, noise: Noise
-) -> tuple[list[Score], dict[int, torch.Tensor]]:
-    generator = make_generator(EVAL_SEED + 1)  # its own stream: the test noise itself stays as in every table
-    x = test.noisy(noise)
-    scores, examples = [], {}
+    scorer: Scorer, test: TestSet, renoise: bool, model: str, noise: Noise, seed: int, keep: int
+) -> tuple[Runs, dict[int, torch.Tensor]]:
+    """One trained model on one noise draw: per-image scores after every pass, and the outputs shown."""
+    generator = make_generator(seed + 1)  # its own stream: the test noise itself stays as in every table
+    x = scorer.noisy(test, noise, seed)
+    runs, examples = [], {}
     for k in range(1, PASSES + 1):
         if renoise and k > 1:
             x = corrupt(x, "gaussian", RENOISE_SIGMA, generator)
         x = scorer.denoise(model, x)
-        scores.append(Score.of(x, test.clean))
+        runs.append(per_image(x, test.clean))
         if k in SHOWN_PASSES:
             examples[k] = x[:keep].clone()
-    return scores, examples
+    return runs, examples
 
 
 def iterative_study(
     scorer: Scorer, test: TestSet, keep: int, model: str = ITERATIVE_MODEL, noise: Noise = ITERATIVE_NOISE
 ) -> IterativeResult:
+    """Every training seed of ``model`` on every noise seed; the examples are seed 0's on the first draw."""
     scores, examples = {}, {}
     for variant in VARIANTS:
-        scores[variant], examples[variant] = run_passes(scorer, test, variant == "renoised", keep, model, noise)
+        by_seed = [
+            [run_passes(scorer, test, variant == "renoised", name, noise, seed, keep) for seed in scorer.noise_seeds]
+            for name in scorer.seeds_of(model)
+        ]
+        examples[variant] = by_seed[0][0][1]
+        scores[variant] = [
+            Score.from_runs(
+                np.array([[runs[k][0] for runs, _ in draws] for draws in by_seed]),
+                np.array([[runs[k][1] for runs, _ in draws] for draws in by_seed]),
+            )
+            for k in range(PASSES)
+        ]
     return IterativeResult(model, noise, scorer.score(None, test, noise), scores, examples)

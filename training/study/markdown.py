@@ -12,7 +12,10 @@ from dataclasses import dataclass, field
 from training.evaluate import EVAL_SEED
 from training.study.scoring import Score, TestSet
 
-CELL_NOTE = "each cell: mean PSNR (dB) / mean SSIM over the images"
+CELL_NOTE = (
+    "each cell: mean PSNR (dB) / mean SSIM over the images, noise seeds and training seeds (± the standard "
+    "deviation of the PSNR across training seeds, where there are several)"
+)
 
 
 def psnr(value: float) -> str:
@@ -42,12 +45,22 @@ def ms(seconds: float) -> str:
 
 
 def cell(score: Score) -> str:
-    return f"{psnr(score.psnr)} / {ssim(score.ssim)}"
+    spread = f" ±{score.seed_sd:.2f}" if score.seed_sd is not None else ""
+    return f"{psnr(score.psnr)}{spread} / {ssim(score.ssim)}"
 
 
-def caption(test: TestSet, command: str, what: str = CELL_NOTE, seed: int = EVAL_SEED) -> str:
-    """The line under every table: which images, which noise seed, what the numbers are, which command."""
-    return f"Test set: {test.describe()}; noise seed {seed}; {what}. Command: `{command}`."
+def seeds_note(noise_seeds: Sequence[int], train_seeds: int) -> str:
+    drawn = (
+        f"noise seed {noise_seeds[0]}" if len(noise_seeds) == 1 else f"noise seeds {', '.join(map(str, noise_seeds))}"
+    )
+    return drawn + (f"; {train_seeds} training seeds per model" if train_seeds > 1 else "; one training seed per model")
+
+
+def caption(
+    test: TestSet, command: str, what: str = CELL_NOTE, seeds: Sequence[int] = (EVAL_SEED,), train_seeds: int = 1
+) -> str:
+    """The line under every table: which images, which noise seeds, what the numbers are, which command."""
+    return f"Test set: {test.describe()}; {seeds_note(seeds, train_seeds)}; {what}. Command: `{command}`."
 
 
 @dataclass

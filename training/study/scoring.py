@@ -1,23 +1,33 @@
-"""Test sets, noise conditions, and memoised scores (mean PSNR and SSIM) of models on them.
+"""Test sets, noise conditions, and memoised scores (PSNR and SSIM, per image) of models on them.
 
-Single-type noise is drawn exactly as ``dae-eval`` draws it (``training.evaluate.make_noisy`` with
-the fixed seed), so the study's numbers equal the ones in the model cards. Every model in a table sees
-the very same noisy images: noise depends only on the condition and the seed, never on the model.
+Single-type noise is drawn exactly as ``dae-eval`` draws it (``training.evaluate.make_noisy``), so with the
+first noise seed the study's numbers equal the ones in the model cards. Every model in a table sees the
+very same noisy images: noise depends only on the condition and the seed, never on the model. A score keeps
+its per-image values (averaged over the noise seeds, one row per training seed) for the paired bootstrap.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from functools import cached_property
 
+import numpy as np
 import torch
 from torch import nn
 
-from models.corruptions import corrupt, make_generator
-from training.evaluate import EVAL_SEED, denoise_in_batches, make_noisy, quality, to_float_batch
+from models.corruptions import NOISES, corrupt, make_generator
+from models.metrics import psnr_per_image, ssim_per_image
+from training.evaluate import EVAL_SEED, denoise_in_batches, make_noisy, to_float_batch
+from training.study.eval_noises import EVAL_NOISES, apply_eval_noise
 
-NOISE_NAMES = {"gaussian": "Gaussian σ", "salt_pepper": "salt & pepper p", "masking": "masking p", "mixed": "mixed ≤"}
+NOISE_NAMES = {
+    "gaussian": "Gaussian σ",
+    "salt_pepper": "salt & pepper p",
+    "masking": "masking p",
+    "mixed": "mixed ≤",
+    **{name: noise.label for name, noise in EVAL_NOISES.items()},
+}
 
 
 @dataclass(frozen=True)
@@ -41,14 +51,24 @@ class Noise:
         """The corruption's name for a single-step condition (``gaussian`` …), else ``combined``."""
         return self.steps[0][0] if len(self.steps) == 1 else ("none" if not self.steps else "combined")
 
+    @property
+    def level(self) -> float | None:
+        """The level a noise-level-aware model is told: that of a single trained-on noise type, else None."""
+        if len(self.steps) == 1 and self.kind in NOISES:
+            return self.steps[0][1]
+        return None
+
     def apply(self, clean: torch.Tensor, seed: int = EVAL_SEED) -> torch.Tensor:
-        if len(self.steps) == 1:
+        if len(self.steps) == 1 and self.kind in NOISES:
             noise, level = self.steps[0]
             return make_noisy(clean, noise, level, seed)  # the same draw as dae-eval
         generator = make_generator(seed)
         out = clean.clone()
         for noise, level in self.steps:
-            out = corrupt(out, noise, level, generator)
+            if noise in EVAL_NOISES:
+                out = apply_eval_noise(out, noise, level, generator)
+            else:
+                out = corrupt(out, noise, level, generator)
         return out
 
 
@@ -59,15 +79,48 @@ REFERENCE_NOISES = (GAUSSIAN, SALT_PEPPER, MASKING)  # the reference defaults, o
 
 @dataclass(frozen=True)
 class Score:
-    """Mean PSNR (dB) and mean SSIM over the images of a test set."""
+    """Mean PSNR (dB) and mean SSIM over the images of a test set, seeds and noise draws.
+
+    ``psnr_images``/``ssim_images``: (training seeds, images), each value averaged over the noise seeds;
+    ``seed_sd``: the standard deviation of the mean PSNR across training seeds (None for one seed).
+    """
 
     psnr: float
     ssim: float
+    psnr_images: np.ndarray | None = field(default=None, compare=False, repr=False)
+    ssim_images: np.ndarray | None = field(default=None, compare=False, repr=False)
+    seed_sd: float | None = field(default=None, compare=False)
 
     @classmethod
     def of(cls, output: torch.Tensor, clean: torch.Tensor) -> Score:
-        q = quality(output, clean)
-        return cls(q["psnr_db"], q["ssim"])
+        psnr, ssim = per_image(output, clean)
+        return cls.from_runs(psnr[None, None], ssim[None, None])
+
+    @classmethod
+    def from_runs(cls, psnr: np.ndarray, ssim: np.ndarray) -> Score:
+        """From per-image values shaped (training seeds, noise seeds, images)."""
+        psnr_images, ssim_images = psnr.mean(axis=1), ssim.mean(axis=1)
+        per_seed = psnr_images.mean(axis=1)
+        sd = float(per_seed.std(ddof=1)) if len(per_seed) > 1 else None
+        return cls(float(psnr_images.mean()), float(ssim_images.mean()), psnr_images, ssim_images, sd)
+
+    @property
+    def seeds(self) -> int:
+        return 1 if self.psnr_images is None else len(self.psnr_images)
+
+    def values(self, metric: str = "psnr") -> np.ndarray:
+        """Per-image values of ``psnr`` or ``ssim``, (training seeds, images)."""
+        values = self.psnr_images if metric == "psnr" else self.ssim_images
+        if values is None:
+            raise ValueError("this score kept no per-image values")
+        return values
+
+
+def per_image(output: torch.Tensor, clean: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+    return (
+        psnr_per_image(output, clean).numpy().astype(np.float32),
+        ssim_per_image(output, clean).numpy().astype(np.float32),
+    )
 
 
 @dataclass(eq=False)
@@ -111,28 +164,81 @@ class TestSet:
         index = torch.arange(n)
         return TestSet(self.dataset, self.images[:n], self.labels[:n], self, index)
 
-    def noisy(self, noise: Noise) -> torch.Tensor:
+    def noisy(self, noise: Noise, seed: int = EVAL_SEED) -> torch.Tensor:
         """The noisy test images. A sample cuts them from the whole split's, so both hold the same pixels."""
         if self.parent is not None and self.index is not None:
-            return self.parent.noisy(noise)[self.index]
-        return noise.apply(self.clean)
+            return self.parent.noisy(noise, seed)[self.index]
+        return noise.apply(self.clean, seed)
+
+
+class LevelTold(nn.Module):
+    """A noise-level-aware model (FFDNet's idea: the level as a second input channel) told the true level."""
+
+    def __init__(self, model: nn.Module, level: float) -> None:
+        super().__init__()
+        self.model, self.level = model, level
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(torch.cat([x, torch.full_like(x, self.level)], dim=1))
+
+
+def needs_level(model: nn.Module) -> bool:
+    return getattr(model, "input_channels", 1) == 2
 
 
 class Scorer:
-    """Scores of models (or of the noisy input itself) on a test set, each computed once per run."""
+    """Scores of models (or of the noisy input itself) on a test set, each computed once per run.
 
-    def __init__(self, model_of: Callable[[str], nn.Module]) -> None:
-        self.model_of = model_of
+    ``seeds_of`` names every training seed of a model (``mlp-mixed`` → ``mlp-mixed``, ``mlp-mixed@s1`` …);
+    a score covers all of them and every noise seed.
+    """
+
+    NOISY_CACHE = 4  # the noisy images of the last few (condition, seed): every model of a column reuses them
+
+    def __init__(
+        self,
+        model_of: Callable[[str], nn.Module],
+        seeds_of: Callable[[str], Sequence[str]] = lambda name: [name],
+        noise_seeds: Sequence[int] = (EVAL_SEED,),
+    ) -> None:
+        self.model_of, self.seeds_of, self.noise_seeds = model_of, seeds_of, tuple(noise_seeds)
         self._scores: dict[tuple[str, str, Noise], Score] = {}
+        self._noisy: dict[tuple[int, Noise, int], torch.Tensor] = {}
+
+    def noisy(self, test: TestSet, noise: Noise, seed: int) -> torch.Tensor:
+        key = (id(test), noise, seed)
+        if key not in self._noisy:
+            if len(self._noisy) >= self.NOISY_CACHE:
+                del self._noisy[next(iter(self._noisy))]
+            self._noisy[key] = test.noisy(noise, seed)
+        return self._noisy[key]
 
     def score(self, model: str | None, test: TestSet, noise: Noise) -> Score:
         """``model=None`` scores the noisy input: the baseline every denoiser has to beat."""
         key = (model or "", test.describe(), noise)
         if key not in self._scores:
-            noisy = test.noisy(noise)
-            output = noisy if model is None else denoise_in_batches(self.model_of(model), noisy)
-            self._scores[key] = Score.of(output, test.clean)
+            names: Sequence[str | None] = [None] if model is None else self.seeds_of(model)
+            psnr, ssim = [], []
+            for name in names:
+                runs = [self._run(name, self.noisy(test, noise, seed), noise, test.clean) for seed in self.noise_seeds]
+                psnr.append([p for p, _ in runs])
+                ssim.append([s for _, s in runs])
+            self._scores[key] = Score.from_runs(np.array(psnr), np.array(ssim))
         return self._scores[key]
 
-    def denoise(self, model: str, noisy: torch.Tensor) -> torch.Tensor:
-        return denoise_in_batches(self.model_of(model), noisy)
+    def _run(
+        self, name: str | None, noisy: torch.Tensor, noise: Noise, clean: torch.Tensor
+    ) -> tuple[np.ndarray, np.ndarray]:
+        output = noisy if name is None else self.denoise(name, noisy, noise)
+        return per_image(output, clean)
+
+    def denoise(self, model: str, noisy: torch.Tensor, noise: Noise | None = None) -> torch.Tensor:
+        """One model (a seed's name, or a base name for seed 0) on noisy images; a level-aware model is told
+        the condition's level."""
+        module = self.model_of(model)
+        if needs_level(module):
+            level = noise.level if noise is not None else None
+            if level is None:
+                raise ValueError(f"{model} needs the noise level, which {noise and noise.label} does not give")
+            module = LevelTold(module, level)
+        return denoise_in_batches(module, noisy)

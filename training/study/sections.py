@@ -8,14 +8,15 @@ from pathlib import Path
 
 import torch
 
+from models.checkpoint import ModelCard
 from models.metrics import psnr_per_image
 from training.evaluate import to_float_batch
 from training.study import classical, experiments, features, figures, findings, iterative
 from training.study.config import StudyConfig
 from training.study.experiments import NOISY, SPECIALISTS, ScoreGrid
 from training.study.log import LogFn
-from training.study.markdown import CELL_NOTE, Figure, Section, Table, caption, cell, ms, pct, psnr
-from training.study.scoring import REFERENCE_NOISES, Scorer, TestSet
+from training.study.markdown import CELL_NOTE, Figure, Section, Table, caption, cell, ms, pct, psnr, ssim
+from training.study.scoring import CLEAN, REFERENCE_NOISES, Scorer, TestSet
 
 
 @dataclass
@@ -29,12 +30,13 @@ class Study:
     train_images: torch.Tensor
     train_labels: torch.Tensor
     log: LogFn
+    card_of: Callable[[str], ModelCard]
 
     def figure(self, name: str) -> Path:
         return self.cfg.figures_dir / name
 
     def caption(self, test: TestSet, what: str = CELL_NOTE) -> str:
-        return caption(test, self.cfg.command, what)
+        return caption(test, self.cfg.command, what, self.cfg.eval_seeds, len(self.cfg.seeds))
 
     def tuning_images(self) -> torch.Tensor:
         """Clean MNIST train images on which classical denoisers are tuned (never the test split)."""
@@ -57,13 +59,15 @@ def grid_table(
 
 
 def mean_column(grid: ScoreGrid) -> dict[str, Callable[[str], str]]:
-    return {"mean PSNR (dB)": lambda row: psnr(findings.mean_psnr(grid, row))}
+    return {"mean PSNR (dB) / SSIM": lambda row: f"{psnr(findings.mean_psnr(grid, row))} / "
+            f"{ssim(float(grid.ssim([row]).mean()))}"}  # fmt: skip
 
 
 def heat(study: Study, name: str, title: str, grid: ScoreGrid, axis_labels: tuple[str, str]) -> Figure:
-    rows = [r for r in grid.rows if r != NOISY]  # the noisy input would swamp the colour scale
-    figures.heatmap(study.figure(name), title, grid.psnr(rows), (rows, grid.cols), axis_labels)
-    return Figure(name, f"{title} (mean PSNR, dB).")
+    # The noisy input is a row like the others: a model below it is visibly worse than doing nothing.
+    figures.heatmap(study.figure(name), title, grid.psnr(), (grid.rows, grid.cols), axis_labels, second=grid.ssim())
+    return Figure(name, f"{title}: mean PSNR (dB, colour and upper number) and SSIM (lower number), noisy input "
+                        "included.")  # fmt: skip
 
 
 def examples(study: Study) -> Section:
@@ -74,14 +78,20 @@ def examples(study: Study) -> Section:
         model = SPECIALISTS[noise.kind]
         noisy = test.noisy(noise)[:digits]
         denoised = study.scorer.denoise(model, noisy)
+        blind = study.scorer.denoise("conv-blind", noisy)
         name = f"grid_{noise.kind}.png"
-        rows = [("clean", test.clean[:digits]), ("noisy", noisy), (f"denoised\n({model})", denoised)]
-        figures.image_grid(study.figure(name), f"{noise.label}: clean → noisy → denoised by {model}", rows)
-        figs.append(Figure(name, f"{noise.label}: clean, noisy and denoised ({model}) test digits."))
+        rows = [("clean", test.clean[:digits]), ("noisy", noisy), (f"denoised\n({model})", denoised),
+                ("denoised\n(conv-blind)", blind)]  # fmt: skip
+        figures.image_grid(study.figure(name), f"{noise.label}: clean → noisy → denoised by {model} and conv-blind",
+                           rows)  # fmt: skip
+        figs.append(Figure(name, f"{noise.label}: clean, noisy, and denoised by {model} and by conv-blind (seed 0 "
+                                 "of each, first noise seed)."))  # fmt: skip
         panels.append((noise.label, test.clean[:1], noisy[:1], denoised[:1]))
     figures.error_maps(study.figure("noise_comparison.png"), "Noise types and what the MLP specialists leave", panels)
     figs.append(Figure("noise_comparison.png", "One digit under each noise, denoised, with absolute-error maps."))
-    short = {"MLP specialist (trained on that noise)": "the matching MLP specialist", "conv-blind": "conv-blind"}
+    short = {"MLP specialist (trained on that noise)": "the matching MLP specialist",
+             "U-Net specialist (trained on that noise)": "the matching U-Net specialist",
+             "conv-blind": "conv-blind"}  # fmt: skip
     return Section(
         "examples",
         "Clean → noisy → denoised, per noise type (headline)",
@@ -147,6 +157,9 @@ def feature_section(study: Study) -> Section:
          f"{r.roughness:.2f}", cell(r.clean), cell(r.noisy)]
         for r in result.rows
     ]  # fmt: skip
+    scorer, test = study.scorer, study.mnist
+    rows.append([NOISY, "—", "—", "—", "—", "—", cell(scorer.score(None, test, CLEAN)),
+                 cell(scorer.score(None, test, features.PROBE_NOISE))])  # fmt: skip
     header = ["model", "probe accuracy, clean test", f"probe accuracy, {noise} test", "active latent units",
               "mean abs. corr. between units", "filter roughness", "clean input", f"{noise} input"]  # fmt: skip
     what = (
@@ -154,7 +167,13 @@ def feature_section(study: Study) -> Section:
         "train images, accuracy on the test images; roughness: mean ‖∇w‖² of unit-norm first-layer filters "
         f"(white noise ≈ 3.9); last two columns: {CELL_NOTE}"
     )
-    figures.filter_grids(study.figure("filters.png"), "First-layer filters", result.filters)
+    dead = {r.label: r.dead_shown for r in result.rows}
+    figures.filter_grids(study.figure("filters.png"), "First-layer filters", result.filters, dead)
+    dead_note = "; ".join(
+        f"{r.label.split(' (')[0]}: {r.dead_shown} of the {len(result.filters[r.label])} shown "
+        f"({r.dead_filters} of all {result.first_layer_units})"
+        for r in result.rows
+    )
     figures.correlation_maps(
         study.figure("latent_correlation.png"), "Correlation between latent units", result.correlations
     )
@@ -164,7 +183,11 @@ def feature_section(study: Study) -> Section:
         "What does denoising training change in what the network learns?",
         [Table(header, rows, study.caption(study.mnist, what))],
         [
-            Figure("filters.png", "First-layer filters (the 784→256 layer's weights as 28×28 images)."),
+            Figure(
+                "filters.png",
+                "First-layer filters (the 784→256 layer's weights as 28×28 images). Dead units, which fire on no "
+                f"clean test image and so keep their random initial weights (the speckled tiles): {dead_note}.",
+            ),
             Figure(
                 "latent_correlation.png",
                 "Correlation between the 64 latent units on clean test images (blank: dead units).",
@@ -187,7 +210,10 @@ def iterative_section(study: Study) -> Section:
     ]
     title = f"{result.model} applied k times to {result.noise.label} input"
     figures.line_panels(study.figure("iterative.png"), title, passes, "passes k", panels)
-    shown = [("noisy input", study.mnist.noisy(result.noise)[: study.digits])]
+    shown = [
+        ("clean", study.mnist.clean[: study.digits]),
+        ("noisy input", study.mnist.noisy(result.noise)[: study.digits]),
+    ]
     # One pass is the same in both variants (noise is only added before later passes), so it is shown once.
     shown += [(f"{v}, k={k}", result.examples[v][k]) for v in variants for k in (1, 3, 10) if k > 1 or v == "plain"]
     figures.image_grid(study.figure("iterative_examples.png"), title, shown)
@@ -199,7 +225,7 @@ def iterative_section(study: Study) -> Section:
         [Table(header, rows, study.caption(study.mnist))],
         [
             Figure("iterative.png", f"{title}: PSNR and SSIM against the number of passes."),
-            Figure("iterative_examples.png", "The same digits after 1, 3 and 10 passes."),
+            Figure("iterative_examples.png", "The same digits, clean, noisy, and after 1, 3 and 10 passes."),
         ],
         findings.iterative(result),
     )
@@ -208,15 +234,16 @@ def iterative_section(study: Study) -> Section:
 def blind(study: Study) -> Section:
     grid = experiments.blind(study.scorer, study.mnist)
     fig = heat(study, "blind.png", "Blind (mixed) models vs specialists", grid, ("model", "test noise"))
-    unseen = [n.label for n in experiments.UNSEEN]
+    beyond = [n.label for n in experiments.BEYOND_SPECIALISTS]
     return Section(
         "blind",
         "Blind denoising",
-        "One model trained on `mixed` noise against the specialists, on every noise and on conditions none of "
-        f"them was trained on ({', '.join(unseen)}).",
+        "One model trained on `mixed` noise against the specialists, on every noise and on levels no specialist "
+        f"was trained on ({', '.join(beyond)}), though the blind models were: `mixed` draws levels up to 0.5. "
+        "Noise no model was trained on is section [Unseen noise](#unseen)'s.",
         [grid_table(grid, "model", study.caption(study.mnist), mean_column(grid))],
         [fig],
-        findings.blind(grid, unseen, list(SPECIALISTS.values())),
+        findings.blind(grid, beyond, list(SPECIALISTS.values())),
     )
 
 
@@ -226,7 +253,10 @@ def classical_section(study: Study) -> Section:
     time_col = {"time per image": lambda row: "—" if row == NOISY else ms(result.seconds_per_image[row])}
     processes = classical.bm3d_processes(len(sample), study.cfg.workers)
     timing = f"time: wall clock per image on this machine (BM3D in {processes} process{'es' if processes > 1 else ''})"
-    scores = grid_table(result.grid, "denoiser", study.caption(sample, f"{CELL_NOTE}; {timing}"), time_col)
+    # BM3D dominates the run time, so this table takes the first noise seed and each model's seed 0 only.
+    what = f"{CELL_NOTE}; models: seed 0 only; {timing}"
+    note = caption(sample, study.cfg.command, what, study.cfg.eval_seeds[:1])
+    scores = grid_table(result.grid, "denoiser", note, time_col)
     tuned_rows = [[m, *(result.tuned[m, col].describe() for col in result.grid.cols)] for m in classical.METHODS]
     tuned_note = (
         f"Chosen by mean PSNR on {result.tuning_images} noisy MNIST train images (noise seed "

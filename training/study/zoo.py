@@ -1,9 +1,11 @@
 """Every model the study uses: the shipped checkpoints, and those it trains into its cache.
 
-In a full run the shipped checkpoints are used as they are and only the models nobody ships (the σ
-sweep, the MLP trained on ``mixed``, the Fashion-MNIST MLP) are trained, once, into the cache: a second
-run finds them there and only evaluates. ``--quick`` trains every model, tiny, from the test fixture,
-so it never depends on what is in ``checkpoints/``.
+Each model is trained with several seeds (``StudyConfig.seeds``): seed 0 of a shipped model is the shipped
+checkpoint, used as it is; every other (model, seed) is trained, once, into the cache under the model's name
+with ``@s<seed>`` (``mlp-gaussian-0.1@s1``), so a second run finds it there and only evaluates. A shipped
+model's further seeds use the study's recipe, which is checked against the shipped card first, so its seeds
+differ only in the seed. ``--quick`` trains every model, tiny, from the test fixture, so it never depends on
+what is in ``checkpoints/``.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from models.architectures import create_model
 from models.checkpoint import CheckpointError, ModelCard, checkpoint_paths, load_checkpoint
 from models.device import resolve_device
 from training.study.config import StudyConfig
+from training.study.level_aware import train_level_aware
 from training.study.log import LogFn
 from training.train import TrainConfig, train
 
@@ -59,18 +62,42 @@ SPECS: tuple[ModelSpec, ...] = (
     *(ModelSpec(sweep_name(s), "mnist", "mlp", "gaussian", s, shipped=False) for s in SIGMAS if s != 0.3),
     ModelSpec("mlp-mixed", "mnist", "mlp", "mixed", 0.5, shipped=False),
     ModelSpec("mlp-fashion-gaussian", "fashion-mnist", "mlp", "gaussian", 0.3, shipped=False),
+    # The blindness matrix: a U-Net specialist per noise (conv-blind's architecture and recipe) and the U-Net
+    # told the noise level, so blindness is measured apart from the architecture.
+    ModelSpec("conv-gaussian", "mnist", "conv", "gaussian", 0.3, shipped=False),
+    ModelSpec("conv-salt-pepper", "mnist", "conv", "salt_pepper", 0.2, shipped=False),
+    ModelSpec("conv-masking", "mnist", "conv", "masking", 0.3, shipped=False),
+    ModelSpec("conv-level", "mnist", "conv-level", "mixed", 0.5, shipped=False),
 )
 SPEC_BY_NAME = {spec.name: spec for spec in SPECS}
+SEED_MARK = "@s"
+
+
+def seeded(name: str, seed: int) -> str:
+    """The name of one training seed of a model: seed 0 keeps the plain name (the shipped one, if shipped)."""
+    return name if seed == 0 else f"{name}{SEED_MARK}{seed}"
+
+
+def base_name(name: str) -> str:
+    return name.split(SEED_MARK)[0]
+
+
+def max_trained_level(noise: str, dataset: str = "mnist") -> float:
+    """The highest level of ``noise`` any model of the study trains on (``mixed`` covers every type up to its
+    level): a test level above it is unseen by every model."""
+    levels = [s.level for s in SPECS if s.dataset == dataset and (s.noise == noise or s.noise == "mixed")]
+    return max(levels, default=0.0)
 
 
 @dataclass
 class Provenance:
-    """Where a model came from, for the report's model table."""
+    """Where one seed of a model came from, for the report's model table."""
 
     name: str
     source: str  # "shipped", "cache" or "trained now"
     path: Path
     card: ModelCard
+    seed: int = 0
 
 
 class ModelZoo:
@@ -84,11 +111,16 @@ class ModelZoo:
         self._loaded: dict[str, nn.Module] = {}
 
     def prepare(self) -> None:
-        """Resolve every model up front, so a missing checkpoint fails before hours of work."""
+        """Resolve every model and seed up front, so a missing checkpoint fails before hours of work."""
         if not self.cfg.quick:
             self._check_shipped()
         for spec in SPECS:
-            self.provenance[spec.name] = self._resolve(spec)
+            for seed in self.cfg.seeds:
+                self.provenance[seeded(spec.name, seed)] = self._resolve(spec, seed)
+
+    def names(self, name: str) -> list[str]:
+        """Every training seed of a model, by name, seed 0 first."""
+        return [seeded(base_name(name), seed) for seed in self.cfg.seeds]
 
     def model(self, name: str) -> nn.Module:
         if name not in self._loaded:
@@ -107,32 +139,40 @@ class ModelZoo:
                 f"`DATA_ROOT={self.cfg.data_root} bash checkpoints/train_all.sh {' '.join(missing)}`"
             )
 
-    def _resolve(self, spec: ModelSpec) -> Provenance:
+    def _resolve(self, spec: ModelSpec, seed: int) -> Provenance:
+        name = seeded(spec.name, seed)
         if spec.shipped and not self.cfg.quick:
-            path = self.cfg.checkpoint_dir / spec.name
-            _, card = load_checkpoint(path, "cpu")  # verifies weights against the card
-            if not spec.matches(card):
-                raise CheckpointError(f"{path}: card says {card.dataset}/{card.architecture}/{card.noise} "
-                                      f"{card.noise_level}, the study expects {spec}")  # fmt: skip
-            return Provenance(spec.name, "shipped", path, card)
-        path = self.cfg.model_cache / spec.name
-        recipe = self.recipe(spec, path)
+            shipped = self._shipped(spec)
+            if seed == 0:
+                return shipped
+            check_same_recipe(shipped, self.recipe(spec, shipped.path, seed))
+        path = self.cfg.model_cache / name
+        recipe = self.recipe(spec, path, seed)
         cached = self._cached_card(path, recipe)
         if cached is not None:
-            self.log(f"model {spec.name}: found in the cache ({path})")
-            return Provenance(spec.name, "cache", path, cached)
-        self.log(f"model {spec.name}: training ({recipe.command})")
-        trained = train(recipe)
+            self.log(f"model {name}: found in the cache ({path})")
+            return Provenance(name, "cache", path, cached, seed)
+        self.log(f"model {name}: training ({recipe.command})")
+        trained = train_level_aware(recipe) if spec.arch == "conv-level" else train(recipe)
         assert trained is not None  # a single process is always rank 0
-        return Provenance(spec.name, "trained now", path, trained)
+        return Provenance(name, "trained now", path, trained, seed)
 
-    def recipe(self, spec: ModelSpec, out: Path) -> TrainConfig:
-        """The architecture's recipe at this scale (reference: 10 epochs, batch 128, Adam 1e-3, seed 0)."""
+    def _shipped(self, spec: ModelSpec) -> Provenance:
+        path = self.cfg.checkpoint_dir / spec.name
+        _, card = load_checkpoint(path, "cpu")  # verifies weights against the card
+        if not spec.matches(card):
+            raise CheckpointError(f"{path}: card says {card.dataset}/{card.architecture}/{card.noise} "
+                                  f"{card.noise_level}, the study expects {spec}")  # fmt: skip
+        return Provenance(spec.name, "shipped", path, card)
+
+    def recipe(self, spec: ModelSpec, out: Path, seed: int = 0) -> TrainConfig:
+        """The architecture's recipe at this scale (reference: 10 epochs, batch 128, Adam 1e-3)."""
         recipe = self.cfg.scale.recipes[spec.arch]
         cfg = TrainConfig(
             dataset=spec.dataset, data_root=str(self.cfg.data_root), arch=spec.arch, arch_args=dict(recipe.arch_args),
             noise=spec.noise, level=spec.level, epochs=recipe.epochs, batch_size=recipe.batch_size, lr=recipe.lr,
-            schedule=recipe.schedule, seed=0, out=str(out), device=self.cfg.device, limit=self.cfg.scale.train_limit,
+            schedule=recipe.schedule, seed=seed, out=str(out), device=self.cfg.device,
+            limit=self.cfg.scale.train_limit,
         )  # fmt: skip
         cfg.command = train_command(cfg)
         return cfg
@@ -154,6 +194,19 @@ class ModelZoo:
         return card if same and card.hyperparameters == recipe_hyperparameters(recipe) else None
 
 
+def check_same_recipe(shipped: Provenance, recipe: TrainConfig) -> None:
+    """Refuse to add seeds to a shipped model with any recipe but its own: they would not be its seeds."""
+    config, card = shipped.card.training.get("config", {}), shipped.card
+    recorded = {k: config.get(k, default) for k, default in
+                (("epochs", None), ("batch_size", None), ("lr", None), ("schedule", "constant"))}  # fmt: skip
+    wanted = {k: getattr(recipe, k) for k in recorded}
+    if recorded != wanted or card.hyperparameters != recipe_hyperparameters(recipe):
+        raise CheckpointError(
+            f"{shipped.path}: shipped with {recorded} {card.hyperparameters}, but the study would train its other "
+            f"seeds with {wanted} {recipe_hyperparameters(recipe)}; make training.study.config's recipe match"
+        )
+
+
 def recipe_hyperparameters(cfg: TrainConfig) -> dict[str, Any]:
     """The hyper-parameters a card records for this config, as JSON reads them back (tuples become lists)."""
     model = create_model(cfg.arch, **cfg.arch_args)
@@ -162,8 +215,10 @@ def recipe_hyperparameters(cfg: TrainConfig) -> dict[str, Any]:
 
 def train_command(cfg: TrainConfig) -> str:
     """The ``dae-train`` command line equivalent to a config, as recorded in the model card."""
+    # conv-level needs the study's own loop (it is told each image's level): the same options, another program.
+    program = ["python", "-m", "training.study.level_aware"] if cfg.arch == "conv-level" else ["dae-train"]
     args = [
-        "dae-train", "--dataset", cfg.dataset, "--data-root", cfg.data_root, "--arch", cfg.arch,
+        *program, "--dataset", cfg.dataset, "--data-root", cfg.data_root, "--arch", cfg.arch,
         *(token for key, value in cfg.arch_args.items() for token in ("--arch-arg", f"{key}={json.dumps(value)}")),
         "--noise", cfg.noise, "--level", f"{cfg.noise_level:g}", "--epochs", str(cfg.epochs),
         "--batch-size", str(cfg.batch_size), "--lr", f"{cfg.lr:g}", "--schedule", cfg.schedule,
