@@ -96,9 +96,10 @@ def add_masking_noise(x: torch.Tensor, level: Level, generator: torch.Generator 
     return x * kept.to(x.dtype)
 
 
-@register_noise("mixed", "mixed (blind)", "upper bound of the level each image draws", 0.5, specialist=False)
-def add_mixed_noise(x: torch.Tensor, level: Level, generator: torch.Generator | None = None) -> torch.Tensor:
-    """Blind-denoising noise: each image draws a specialist type and a level uniform in [0, ``level``]."""
+def mixed_noise_with_levels(
+    x: torch.Tensor, level: Level, generator: torch.Generator | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``mixed`` noise and the level each image drew (N,): what a level-aware model is told."""
     specialists = [noise.apply for noise in NOISES.values() if noise.specialist]
     n = x.shape[0]
     kinds = torch.randint(len(specialists), (n,), generator=generator, device=x.device)
@@ -108,7 +109,13 @@ def add_mixed_noise(x: torch.Tensor, level: Level, generator: torch.Generator | 
     for index, add_noise in enumerate(specialists):
         chosen = (kinds == index).view(-1, *([1] * (x.dim() - 1)))
         out = torch.where(chosen, add_noise(x, levels, generator), out)
-    return out
+    return out, levels
+
+
+@register_noise("mixed", "mixed (blind)", "upper bound of the level each image draws", 0.5, specialist=False)
+def add_mixed_noise(x: torch.Tensor, level: Level, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Blind-denoising noise: each image draws a specialist type and a level uniform in [0, ``level``]."""
+    return mixed_noise_with_levels(x, level, generator)[0]
 
 
 PHOTO_MAX_P = 0.5  # the largest salt & pepper or masking fraction a ``mixed_photo`` image draws

@@ -44,9 +44,10 @@ _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 Image.MAX_IMAGE_PIXELS = None
 
 
-async def run_sized(pixels: int, function: Callable[..., T], *args: object) -> T:
-    """Run ``function`` here if the image is small, else in a worker thread (see the module's docstring)."""
-    if pixels <= INLINE_MAX_PIXELS:
+async def run_sized(pixels: int, function: Callable[..., T], *args: object, inline_max: int = INLINE_MAX_PIXELS) -> T:
+    """Run ``function`` here if the work is small (``pixels``, or another size against ``inline_max``), else in a
+    worker thread (see the module's docstring)."""
+    if pixels <= inline_max:
         return function(*args)
     return await anyio.to_thread.run_sync(function, *args)
 

@@ -28,11 +28,10 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass
 from typing import Annotated, Any, TypeVar
 
-import anyio.to_thread
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, Strict, ValidationError, WithJsonSchema
 
@@ -328,13 +327,6 @@ def decode_request(body: bytes, header_length: str | None, size: tuple[int, int]
         values = _from_binary(binary, tensor.datatype, n * height * width)
     images = _to_unit(values, tensor.datatype).reshape(n, height, width)
     return Decoded(images, tensor.datatype, _requested_outputs(request), request.id)
-
-
-async def off_the_loop(size: int, function: Callable[..., T], *args: Any) -> T:
-    """``function(*args)`` here for up to ``INLINE_MAX_BYTES`` of ``size``, else in a worker thread."""
-    if size <= INLINE_MAX_BYTES:
-        return function(*args)
-    return await anyio.to_thread.run_sync(function, *args)
 
 
 # ---- the model --------------------------------------------------------------------------------------------

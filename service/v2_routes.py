@@ -23,6 +23,7 @@ from service import v2
 from service.batcher import ArrivalToken
 from service.denoiser import Denoiser
 from service.errors import TooLarge, Unavailable, UnknownModel
+from service.images import run_sized
 from service.middleware import ARRIVAL_SCOPE_KEY, ASGIApp, Message, Receive, Scope, Send
 from service.registry import ModelStore
 from service.routes import batched
@@ -269,9 +270,13 @@ async def _infer(request: Request, name: str, version: str | None) -> Response:
         body = await anyio.to_thread.run_sync(inflate, body, encoding, settings.max_upload_bytes)
     limits = v2.Limits(settings.max_image_pixels, settings.max_batch_files)
     header = request.headers.get(v2.HEADER_LENGTH)
-    decoded = await v2.off_the_loop(len(body), v2.decode_request, body, header, denoiser.input_size, limits)
+    decoded = await run_sized(
+        len(body), v2.decode_request, body, header, denoiser.input_size, limits, inline_max=v2.INLINE_MAX_BYTES
+    )
     outputs = await v2.predict(denoiser, decoded.images, arrival)
-    answer = await v2.off_the_loop(v2.json_bytes(decoded), v2.encode_response, denoiser.name, decoded, outputs)
+    answer = await run_sized(
+        v2.json_bytes(decoded), v2.encode_response, denoiser.name, decoded, outputs, inline_max=v2.INLINE_MAX_BYTES
+    )
     content, header_length = answer
     if header_length is None:
         return Response(content, media_type="application/json")
@@ -284,15 +289,18 @@ length in ``Inference-Header-Content-Length``, then each input's ``binary_data_s
 ``denoised`` (the input's shape and datatype) and ``reconstruction_mse`` (FP32 [N]: per image, the MSE between
 the model's input and output, as /denoise reports). Each image goes through the model's batcher with
 every other request's images; the answer equals /denoise's for the same image."""
+_INFER: dict[str, Any] = {
+    "response_class": Response,
+    "responses": {**_INFER_ANSWER, **errors(400, 404, 413, 503, 504)},
+    "openapi_extra": _INFER_BODY,
+    "description": _INFER_DOC,
+}
 
 
 @router.post(
     "/v2/models/{name}/infer",
-    response_class=Response,
-    responses={**_INFER_ANSWER, **errors(400, 404, 413, 503, 504)},
-    openapi_extra=_INFER_BODY,
     summary="Inference",
-    description=_INFER_DOC,
+    **_INFER,
 )
 @batched
 async def infer(request: Request, name: str) -> Response:
@@ -301,11 +309,8 @@ async def infer(request: Request, name: str) -> Response:
 
 @router.post(
     "/v2/models/{name}/versions/{version}/infer",
-    response_class=Response,
-    responses={**_INFER_ANSWER, **errors(400, 404, 413, 503, 504)},
-    openapi_extra=_INFER_BODY,
     summary="Inference (a version named)",
-    description=_INFER_DOC,
+    **_INFER,
 )
 @batched
 async def infer_version(request: Request, name: str, version: str) -> Response:

@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 
 from models.checkpoint import ModelCard, save_checkpoint
-from models.corruptions import NOISES, make_generator
+from models.corruptions import make_generator, mixed_noise_with_levels
 from models.device import resolve_device
 from models.metrics import psnr_per_image
 from training.evaluate import to_float_batch
@@ -37,15 +37,7 @@ def mixed_with_levels(
     clean: torch.Tensor, max_level: float, generator: torch.Generator
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """``mixed`` noise that also returns the level each image drew (N,): what the model is told."""
-    specialists = [noise.apply for noise in NOISES.values() if noise.specialist]
-    n = clean.shape[0]
-    kinds = torch.randint(len(specialists), (n,), generator=generator, device=clean.device)
-    levels = torch.rand((n,), generator=generator, device=clean.device, dtype=clean.dtype) * max_level
-    out = clean
-    for index, add_noise in enumerate(specialists):
-        chosen = (kinds == index).view(-1, 1, 1, 1)
-        out = torch.where(chosen, add_noise(clean, levels, generator), out)
-    return out, levels
+    return mixed_noise_with_levels(clean, max_level, generator)
 
 
 def with_level(noisy: torch.Tensor, levels: torch.Tensor) -> torch.Tensor:
