@@ -55,6 +55,20 @@ class RequestContextMiddleware:
     def __init__(self, app: ASGIApp, access_log: bool = False) -> None:
         self.app = app
         self.access_log = access_log
+        # The metrics' labelled children by (route, method, status): ``labels()`` checks and locks on every
+        # call, a few microseconds a request; the set of keys is bounded by the routes and statuses.
+        self._series: dict[tuple[str, str, int], tuple[Any, Any]] = {}
+
+    def _record(self, route: str, method: str, status: int, elapsed: float) -> None:
+        key = (route, method, status)
+        series = self._series.get(key)
+        if series is None:
+            series = self._series[key] = (
+                metrics.REQUESTS.labels(route, method, str(status)),
+                metrics.REQUEST_SECONDS.labels(route),
+            )
+        series[0].inc()
+        series[1].observe(elapsed)
 
     @staticmethod
     def _request_id(scope: Scope) -> str:
@@ -97,8 +111,7 @@ class RequestContextMiddleware:
             elapsed = time.perf_counter() - started
             # The route's template, not the raw path: one series per route, whatever clients send.
             route = getattr(scope.get("route"), "path", "unmatched")
-            metrics.REQUESTS.labels(route, scope["method"], str(status)).inc()
-            metrics.REQUEST_SECONDS.labels(route).observe(elapsed)
+            self._record(route, scope["method"], status, elapsed)
             if self.access_log or status == 500:
                 access_log.log(
                     logging.ERROR if status == 500 else logging.INFO,
