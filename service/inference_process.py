@@ -23,7 +23,7 @@ import logging.config
 import multiprocessing
 import signal
 import threading
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
 from typing import Any
@@ -62,7 +62,9 @@ def _serve_in_child(
             return
         if message is None:
             return
-        name, batch = message
+        name, batch, threads = message
+        if threads != torch.get_num_threads():  # a fraction of a microsecond to change
+            torch.set_num_threads(threads)
         try:
             outcomes = runners[name].run(list(batch))
         except Exception as exc:  # runners answer a model's faults themselves; this is anything else
@@ -84,9 +86,15 @@ class InferenceProcess:
         torch_threads: int,
         batch_timeout_s: float,
         logging_config: dict[str, Any] | None = None,
+        idle_torch_threads: int | None = None,
+        worker_idle: Callable[[], bool] = lambda: False,
     ) -> None:
         self._specs = list(specs)
         self._torch_threads = torch_threads
+        # A lone image while the server has nothing else to do (``worker_idle``) gets these threads instead:
+        # the server's event loop then only waits for the answer, so the core kept free for it would idle.
+        self._idle_torch_threads = idle_torch_threads or torch_threads
+        self._worker_idle = worker_idle
         self._batch_timeout_s = batch_timeout_s
         self._logging_config = logging_config
         # One batch on the pipe at a time: the next inference thread waits here with its batch ready.
@@ -129,7 +137,7 @@ class InferenceProcess:
                 if not self._started and not self._wait_until_ready():
                     self._restart(f"did not start within {CHILD_START_TIMEOUT_S:g} s")
                 else:
-                    self._connection.send((name, np.stack(inputs)))
+                    self._connection.send((name, np.stack(inputs), self._threads_for(len(inputs))))
                     # A batch that takes longer than a request's whole deadline has a stuck child (every
                     # request in it has had its 504 already): replace it rather than wait on it for ever.
                     if self._connection.poll(self._batch_timeout_s):
@@ -139,6 +147,9 @@ class InferenceProcess:
             except (EOFError, OSError):
                 self._restart("died")
         return [Unavailable("the inference process stopped and was restarted; retry")] * len(inputs)
+
+    def _threads_for(self, images: int) -> int:
+        return self._idle_torch_threads if images == 1 and self._worker_idle() else self._torch_threads
 
     def _wait_until_ready(self) -> bool:
         """Wait for a new child's READY (importing torch takes seconds, no batch deadline applies to it)."""

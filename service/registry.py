@@ -125,6 +125,8 @@ class ModelStore:
                 plan.child_torch_threads,
                 batch_timeout_s=settings.request_timeout_s,
                 logging_config=log_config(settings.log_level, settings.log_format),
+                idle_torch_threads=plan.child_idle_torch_threads,
+                worker_idle=lambda: arrivals.in_service <= 1,  # the request of this very batch, alone
             )
         denoisers = {}
         for name, (model, card) in loaded.items():

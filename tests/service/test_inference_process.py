@@ -174,3 +174,36 @@ def test_a_stuck_inference_process_is_replaced_once_a_batch_outlives_the_request
         assert isinstance(after, Prediction) and np.allclose(after.output, 0.5)
     finally:
         process.shutdown()
+
+
+class ShowsItsThreads(nn.Module):
+    """Answers every pixel with a tenth of the intra-op threads its forward ran with."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.full_like(x, torch.get_num_threads() / 10)
+
+
+def test_a_lone_image_gets_every_core_only_while_the_worker_has_nothing_else_to_do() -> None:
+    idle = [True]
+    process = InferenceProcess(
+        [("threads", ShowsItsThreads(), torch.float32)],
+        torch_threads=1,
+        batch_timeout_s=30.0,
+        idle_torch_threads=2,
+        worker_idle=lambda: idle[0],
+    )
+    process.start()
+
+    def threads(images: int) -> list[int]:
+        outcomes = process.run("threads", [np.zeros((4, 4), dtype=np.float32)] * images)
+        return [round(float(outcome.output[0, 0]) * 10) for outcome in outcomes if isinstance(outcome, Prediction)]
+
+    try:
+        assert threads(1) == [2]  # alone: the event loop only waits, so its core computes too
+        assert threads(2) == [1, 1]  # a batch: the server is busy with the requests around it
+        idle[0] = False
+        assert threads(1) == [1]  # others in the server: one core stays the event loop's
+        idle[0] = True
+        assert threads(1) == [2]
+    finally:
+        process.shutdown()
