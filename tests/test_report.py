@@ -16,6 +16,7 @@ from PIL import Image
 from tests.conftest import FIXTURE_ROOT
 from training.cli import report_main
 from training.study.config import StudyConfig
+from training.study.domains import photo_crops, sklearn_digits
 from training.study.markdown import delta_db
 from training.study.scoring import GAUSSIAN, Noise
 from training.study.scoring import TestSet as StudyTestSet
@@ -35,6 +36,8 @@ SECTIONS = (
     "unseen",
     "classical",
     "fashion",
+    "domains",
+    "photos",
     "cost",
 )
 FIGURES = {
@@ -49,6 +52,8 @@ FIGURES = {
     "unseen": ("unseen.png", "unseen_examples.png"),
     "classical": ("classical.png",),
     "fashion": ("fashion.png",),
+    "domains": ("domains.png",),
+    "photos": (),
     "cost": (),
 }
 NUMBER = re.compile(r"(?<![\d.])\d+\.\d+")
@@ -187,3 +192,23 @@ def test_no_win_is_claimed_where_the_interval_contains_zero(report: Path) -> Non
         for match in re.finditer(rf"indistinguishable[^;]*?Δ {INTERVAL.pattern}", findings):
             lo, hi = number(match.group(2)), number(match.group(3))
             assert lo <= 0 <= hi, f"{key}: 'indistinguishable' with an interval clear of 0: {match.group(0)}"
+
+
+@pytest.mark.parametrize("option", ["--train-seeds", "--noise-seeds"])
+def test_seed_counts_below_one_are_refused(option: str, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exited:
+        report_main([option, "0"])
+    assert exited.value.code == 2
+    assert f"{option} must be 1 or more" in capsys.readouterr().err
+
+
+def test_the_out_of_domain_digits_and_photo_crops_are_framed_as_mnist() -> None:
+    digits = sklearn_digits()
+    assert digits.images.shape == (1797, 28, 28) and digits.images.dtype == torch.uint8
+    assert int(digits.images.max()) == 255  # 16, the 8×8 digits' full intensity, maps to white
+    frame = digits.images.clone()
+    frame[:, 4:24, 4:24] = 0
+    assert int(frame.max()) == 0  # a 20×20 digit in a blank 4-pixel border, as MNIST centres its digits
+    crops = photo_crops(FIXTURE_ROOT)
+    assert crops.images.shape[1:] == (28, 28) and len(crops) == 16 * len(set(crops.labels.tolist()))
+    assert crops.describe() == f"all {len(crops)} Set12 crop (28×28) images"

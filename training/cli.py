@@ -199,13 +199,19 @@ def report_main(argv: list[str] | None = None) -> int:
     p.add_argument("--checkpoint-dir", default="checkpoints", help="the shipped checkpoints")
     p.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="processes for BM3D")
     p.add_argument("--quick", action="store_true", help="tiny models on the given data (the test fixture): a smoke run")
+    p.add_argument("--train-seeds", type=int, help="training seeds per model (default 3, 1 with --quick)")
+    p.add_argument("--noise-seeds", type=int, help="noise draws per test condition (default 3, 1 with --quick)")
     args = p.parse_args(argv)
+    for option in ("train_seeds", "noise_seeds"):
+        if getattr(args, option) is not None and getattr(args, option) < 1:
+            p.error(f"--{option.replace('_', '-')} must be 1 or more")
     from training.report import run_report
     from training.study.config import StudyConfig
 
     cfg = StudyConfig(
         data_root=Path(args.data_root), out=Path(args.out), cache=Path(args.cache),
         checkpoint_dir=Path(args.checkpoint_dir), device=args.device, quick=args.quick, workers=max(1, args.workers),
+        train_seeds=args.train_seeds, noise_seeds=args.noise_seeds,
         command=shlex.join(["dae-report", *(sys.argv[1:] if argv is None else argv)]),
     )  # fmt: skip
     try:

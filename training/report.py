@@ -22,6 +22,7 @@ from training.study import sections
 from training.study.blindness import blindness_section
 from training.study.config import StudyConfig
 from training.study.cost import cost_section
+from training.study.domains import PHOTO_MODEL, domains_section, photo_section
 from training.study.log import ProgressLog
 from training.study.markdown import Section, Table, render_report, seeds_note
 from training.study.scoring import Scorer, TestSet
@@ -41,6 +42,8 @@ SECTIONS: tuple[Callable[[sections.Study], Section], ...] = (
     universal_section,
     sections.classical_section,
     sections.fashion,
+    domains_section,
+    photo_section,
     cost_section,
 )
 
@@ -147,6 +150,7 @@ def run_report(cfg: StudyConfig) -> Path:
     log(f"dae-report: {'quick' if cfg.quick else 'full'} run on {cfg.data_root}, report {cfg.out}")
     zoo = ModelZoo(cfg, log)
     zoo.prepare()
+    zoo.adopt_shipped(PHOTO_MODEL)  # for the out-of-domain section, when shipped
     timings = [("prepare models (train what is missing)", log.elapsed())]
     study = build_study(cfg, zoo, log)
     done: list[Section] = []

@@ -13,6 +13,7 @@ import runpy
 import sys
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -237,7 +238,7 @@ def test_a_wrong_shape_or_datatype_is_a_clear_400(triton: httpclient.InferenceSe
     for datatype, dtype in (("INT32", np.int32), ("FP64", np.float64)):
         tensor = httpclient.InferInput("images", [1, 1, 28, 28], datatype)
         tensor.set_data_from_numpy(pixels[:1, None].astype(dtype))
-        message = raises(400, lambda tensor=tensor: triton.infer(DIGIT_MODEL, [tensor]))
+        message = raises(400, partial(triton.infer, DIGIT_MODEL, [tensor]))
         assert datatype in message and "FP32" in message and "UINT8" in message
     too_bright = np.full((1, 1, 28, 28), 255.0, dtype=np.float32)  # 8-bit values sent as FP32
     assert "[0, 1]" in raises(400, lambda: infer(triton, DIGIT_MODEL, too_bright))
@@ -317,6 +318,7 @@ def _near_valid(draw: st.DrawFn) -> tuple[bytes, str | None]:
     n, _, height, width = shape
     datatype = draw(st.sampled_from(["UINT8", "FP32"]))
     count = max(0, n * height * width + draw(st.sampled_from([0, 0, 0, -1, 1])))
+    value: st.SearchStrategy[Any]
     if datatype == "UINT8":
         value = st.integers(0, 255) if draw(st.booleans()) else st.integers(-1, 256)
     else:

@@ -36,6 +36,8 @@ class Scale:
     classical_sample: int  # test images for the classical-denoiser table
     tuning_images: int  # train images on which classical parameters are tuned
     probe_train_limit: int | None  # clean train images for the linear probe (None: all)
+    probe_labels_per_class: tuple[int, ...]  # the probe's few-label regimes (beside all labels)
+    probe_draws: int  # label subsets drawn per few-label regime
     figure_digits: int  # columns of the example grids
     train_seeds: int  # training seeds of every model (seed 0 of a shipped model is its shipped checkpoint)
     noise_seeds: int  # noise draws of every test condition
@@ -49,6 +51,7 @@ CONV = Recipe(20, 128, 2e-3, "cosine", {"channels": 24})
 FULL = Scale(
     recipes={"mlp": Recipe(10, 128, 1e-3), "conv": CONV, "conv-level": CONV},
     train_limit=None, test_limit=None, classical_sample=1000, tuning_images=200, probe_train_limit=None,
+    probe_labels_per_class=(10, 100), probe_draws=5,
     figure_digits=10, train_seeds=3, noise_seeds=3, timing_repeats=20, timing_batch=64,
 )  # fmt: skip
 # Tiny on purpose: the whole fixture (600 train, 200 test images), and no more if pointed at the real data.
@@ -56,6 +59,7 @@ QUICK_CONV = Recipe(1, 32, 2e-3, "cosine", {"channels": 4})
 QUICK = Scale(
     recipes={"mlp": Recipe(2, 32, 1e-3), "conv": QUICK_CONV, "conv-level": QUICK_CONV},
     train_limit=600, test_limit=100, classical_sample=4, tuning_images=12, probe_train_limit=600, figure_digits=8,
+    probe_labels_per_class=(2, 5), probe_draws=2,
     train_seeds=1, noise_seeds=1, timing_repeats=2, timing_batch=8,
 )  # fmt: skip
 

@@ -104,6 +104,8 @@ def cost_section(study: Study) -> Section:
             study.log(f"cost: timing {spec.name}")
             rows.append(model_cost(study, spec.name, noisy, clean, repeats))
     for method in classical.METHODS:
+        if method == classical.EFFECTIVE_BM3D:  # BM3D itself, given another σ: the same cost
+            continue
         study.log(f"cost: timing {method}")
         rows.append(classical_cost(method, noisy, clean))
     device = next(study.scorer.model_of(SPECS[0].name).parameters()).device

@@ -50,6 +50,9 @@ class ScoreGrid:
     def ssim(self, rows: Sequence[str] | None = None) -> np.ndarray:
         return np.array([[self.cells[r, c].ssim for c in self.cols] for r in rows or self.rows])
 
+    def transposed(self) -> ScoreGrid:
+        return ScoreGrid(self.cols, self.rows, {(c, r): score for (r, c), score in self.cells.items()})
+
     def best_row(self, col: str, among: Sequence[str] | None = None) -> str:
         return max(among or self.rows, key=lambda r: self.cells[r, col].psnr)
 

@@ -123,6 +123,15 @@ def per_image(output: torch.Tensor, clean: torch.Tensor) -> tuple[np.ndarray, np
     )
 
 
+DATASET_NAMES = {
+    "mnist": "MNIST",
+    "fashion-mnist": "Fashion-MNIST",
+    "sklearn-digits": "scikit-learn 8×8 digit",
+    "bsd68-crops": "BSD68 crop (28×28)",
+    "set12-crops": "Set12 crop (28×28)",
+}
+
+
 @dataclass(eq=False)
 class TestSet:
     """The test split of one data set, or a fixed sample of it, as uint8 images and labels."""
@@ -142,13 +151,14 @@ class TestSet:
         return len(self.images)
 
     def describe(self) -> str:
-        name = {"mnist": "MNIST", "fashion-mnist": "Fashion-MNIST"}[self.dataset]
+        name = DATASET_NAMES.get(self.dataset, self.dataset)
+        test = " test" if self.dataset in ("mnist", "fashion-mnist") else ""
         if self.parent is None:
-            return f"{name} test split, all {len(self):,} images"
+            return f"{name} test split, all {len(self):,} images" if test else f"all {len(self):,} {name} images"
         if self.sample_seed is None:
-            return f"the first {len(self):,} of the {len(self.parent):,} {name} test images"
+            return f"the first {len(self):,} of the {len(self.parent):,} {name}{test} images"
         return (
-            f"a fixed sample of {len(self):,} of the {len(self.parent):,} {name} test images "
+            f"a fixed sample of {len(self):,} of the {len(self.parent):,} {name}{test} images "
             f"(drawn with seed {self.sample_seed})"
         )
 

@@ -11,7 +11,7 @@ import torch
 from models.checkpoint import ModelCard
 from models.metrics import psnr_per_image
 from training.evaluate import to_float_batch
-from training.study import classical, experiments, features, figures, findings, iterative
+from training.study import classical, experiments, features, figures, findings, iterative, probe
 from training.study.config import StudyConfig
 from training.study.experiments import NOISY, SPECIALISTS, ScoreGrid
 from training.study.log import LogFn
@@ -177,11 +177,22 @@ def feature_section(study: Study) -> Section:
     figures.correlation_maps(
         study.figure("latent_correlation.png"), "Correlation between latent units", result.correlations
     )
+    scale = study.cfg.scale
+    regimes = probe.probe_regimes(study.scorer, study.mnist, study.train_images, study.train_labels,
+                                  scale.probe_labels_per_class, scale.probe_draws)  # fmt: skip
+    regimes_what = (
+        f"test accuracy of the probe fitted on k labelled clean train images per class ({regimes.draws} draws of "
+        f"the labels, averaged) or on all {regimes.train_images:,}; ± the spread over training seeds"
+    )
     return Section(
         "features",
         "Features: filters, linear probe, latent correlation",
-        "What does denoising training change in what the network learns?",
-        [Table(header, rows, study.caption(study.mnist, what))],
+        "What does denoising training change in what the network learns, and does it help a classifier with few "
+        "labels?",
+        [
+            Table(header, rows, study.caption(study.mnist, what)),
+            probe.probe_table(regimes, study.caption(study.mnist, regimes_what)),
+        ],
         [
             Figure(
                 "filters.png",
@@ -193,7 +204,7 @@ def feature_section(study: Study) -> Section:
                 "Correlation between the 64 latent units on clean test images (blank: dead units).",
             ),
         ],
-        findings.features(result, noise),
+        findings.features(result, noise) + probe.probe_findings(regimes),
     )
 
 

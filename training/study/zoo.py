@@ -119,8 +119,17 @@ class ModelZoo:
                 self.provenance[seeded(spec.name, seed)] = self._resolve(spec, seed)
 
     def names(self, name: str) -> list[str]:
-        """Every training seed of a model, by name, seed 0 first."""
-        return [seeded(base_name(name), seed) for seed in self.cfg.seeds]
+        """Every training seed of a model, by name, seed 0 first (only seed 0 of an adopted model)."""
+        return [n for n in (seeded(base_name(name), seed) for seed in self.cfg.seeds) if n in self.provenance]
+
+    def adopt_shipped(self, name: str) -> bool:
+        """Take a shipped model the study does not train (one seed, as shipped) if ``checkpoint_dir`` has it."""
+        path = self.cfg.checkpoint_dir / name
+        if not checkpoint_paths(path)[1].is_file():
+            return False
+        _, card = load_checkpoint(path, "cpu")  # verifies weights against the card
+        self.provenance[name] = Provenance(name, "shipped", path, card)
+        return True
 
     def model(self, name: str) -> nn.Module:
         if name not in self._loaded:
