@@ -1,0 +1,68 @@
+#!/usr/bin/env bash
+# The device check: one script for a machine with PyTorch and a GPU but no web stack (the device tool's
+# nvidia-h200), rehearsed on a CPU, where it runs the same steps and skips what needs CUDA.
+#
+#   bash bench/gpu_wheels.sh                       # here, once: wheels, wrk and MNIST into .whl/ (ignored)
+#   device run, carry [".whl"]:  bash bench/gpu_check.sh        # results under $OUT (default ./gpu-out)
+#   GPU_CHECK_STEPS="cuda suite" bash bench/gpu_check.sh         # only some steps
+#   OUT=/tmp/gpu PYTHON=.venv/bin/python bash bench/gpu_check.sh   # the rehearsal on a CPU
+#
+# Steps, in order of what a short lease must not miss: machine facts, the `cuda` tests, the whole suite
+# (less the browser and deployment tests, whose tools the machine lacks), the training benchmark, the
+# serving benchmark. Each step has its own time limit and writes its own file; a failed step does not stop
+# the next. The summary (steps.txt) says how each ended.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+OUT=${OUT:-$PWD/gpu-out}
+mkdir -p "$OUT"
+STEPS=${GPU_CHECK_STEPS:-cuda suite train serve}  # machine.txt is always written
+PYTHON=${PYTHON:-python3}
+export PYTHONUNBUFFERED=1
+
+# What the machine lacks, installed where nothing else looks (the device README's recipe); a Python that
+# already has the web stack (a rehearsal here, PYTHON=.venv/bin/python) takes nothing from .whl.
+if ! "$PYTHON" -c "import fastapi" 2>/dev/null && compgen -G ".whl/*.whl" >/dev/null; then
+    "$PYTHON" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
+        || { echo "installing the carried wheels failed" | tee "$OUT/steps.txt"; exit 1; }
+    export PYTHONPATH=/tmp/site
+fi
+export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH}
+if ! command -v wrk >/dev/null && compgen -G ".whl/deb/*.deb" >/dev/null; then
+    for deb in .whl/deb/*.deb; do dpkg -x "$deb" /tmp/wrk-root; done
+    export PATH=/tmp/wrk-root/usr/bin:$PATH
+    export LD_LIBRARY_PATH=/tmp/wrk-root/usr/lib/x86_64-linux-gnu${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
+fi
+DATA_ROOT=${DATA_ROOT:-$([ -d .whl/data ] && echo .whl/data || echo ../shared/data)}
+CUDA=$("$PYTHON" -c "import torch; print(int(torch.cuda.is_available()))" 2>/dev/null || echo 0)
+
+step() {  # step NAME LIMIT_S COMMAND...: run it unless left out, its output to $OUT/NAME.txt
+    local name=$1 limit=$2
+    shift 2
+    case " $STEPS " in *" $name "*) ;; *) return ;; esac
+    local started=$SECONDS
+    timeout "$limit" "$@" >"$OUT/$name.txt" 2>&1
+    local rc=$?
+    echo "$name: exit $rc after $((SECONDS - started)) s (limit $limit s)" | tee -a "$OUT/steps.txt"
+}
+
+machine() {
+    nvidia-smi || echo "no nvidia-smi"
+    "$PYTHON" -c "import torch; print('torch', torch.__version__, 'cuda', torch.cuda.is_available(), torch.cuda.get_device_name(0) if torch.cuda.is_available() else '')"
+    command -v wrk && wrk --version | head -1
+    echo "data root: $DATA_ROOT"
+}
+
+# pytest -m cuda selects nothing to skip on a CPU: there the step only proves the selection runs.
+SUITE_IGNORES=(--ignore=tests/service/test_browser.py --ignore=tests/deploy)
+machine >"$OUT/machine.txt" 2>&1
+step cuda 240 "$PYTHON" -m pytest -q -p no:cacheprovider -m cuda
+step suite 420 "$PYTHON" -m pytest -q -p no:cacheprovider -x "${SUITE_IGNORES[@]}"
+if [ "$CUDA" = 1 ]; then
+    # Both write their section of docs/benchmarks.md, which comes back with the results.
+    step train 300 "$PYTHON" -m bench.train_benchmark --data-root "$DATA_ROOT" --seeds 2
+    step serve 300 "$PYTHON" -m bench.serve_benchmark --connections 1 32 128 --duration 3 --repeats 1
+    cp docs/benchmarks.md "$OUT/benchmarks.md"
+else
+    echo "train, serve: skipped (no CUDA here)" | tee -a "$OUT/steps.txt"
+fi
+cat "$OUT/steps.txt"
