@@ -54,16 +54,16 @@ class Variant:
     model: str | None
     batch_size: int | None = None  # the service's DAE_MAX_BATCH_SIZE
     backend: str | None = None  # the service's DAE_INFERENCE_BACKEND
+    workers: int = 1  # server processes sharing the port (dae-serve --workers, uvicorn --workers)
 
     @property
     def label(self) -> str:
+        parts = [self.server]
         if self.server == "service":
-            return ", ".join(
-                ["service"]
-                + ([f"batch {self.batch_size}"] if self.batch_size is not None else [])
-                + ([f"{self.backend}s"] if self.backend is not None else [])
-            )
-        return self.server
+            parts += [f"batch {self.batch_size}"] if self.batch_size is not None else []
+            parts += [f"{self.backend}s"] if self.backend is not None else []
+        parts += [f"{self.workers} workers"] if self.workers > 1 else []
+        return ", ".join(parts)
 
 
 @dataclass(frozen=True)
@@ -103,6 +103,8 @@ def server_command(variant: Variant, port: int) -> tuple[list[str], dict[str, st
             str(port),
             "--log-level",
             "warning",
+            "--workers",
+            str(variant.workers),
         ], env
     env["SERVE_NAIVE_MODEL"] = variant.model or ""
     app = "bench.serve_floor:app" if variant.server == "floor" else "bench.serve_naive:app"
@@ -118,6 +120,8 @@ def server_command(variant: Variant, port: int) -> tuple[list[str], dict[str, st
         "--log-level",
         "warning",
         "--no-access-log",
+        "--workers",
+        str(variant.workers),
     ], env
 
 
@@ -165,11 +169,11 @@ def launched(
             process.wait()
 
 
-def run_wrk(url: str, connections: int, duration_s: float, image: Path, model: str | None) -> str:
+def run_wrk(url: str, connections: int, duration_s: float, image: Path, model: str | None, threads: int = 1) -> str:
     env = {**os.environ, "SERVE_BENCH_IMAGE": str(image), "SERVE_BENCH_MODEL": model or ""}
     command = [
         "wrk",
-        "-t1",
+        f"-t{min(threads, connections)}",
         f"-c{connections}",
         f"-d{duration_s:g}s",
         "--timeout",
@@ -215,7 +219,13 @@ def batch_totals(url: str, model: str) -> tuple[float, float]:
 
 
 def measure(
-    variants: list[Variant], connections: tuple[int, ...], duration_s: float, repeats: int, image: Path, log_dir: Path
+    variants: list[Variant],
+    connections: tuple[int, ...],
+    duration_s: float,
+    repeats: int,
+    image: Path,
+    log_dir: Path,
+    wrk_threads: int = 1,
 ) -> list[Point]:
     """Every variant's server up at once, then ``repeats`` rounds, each measuring every variant at every
     number of connections in turn; a point is the variant's fastest run at that number (timeit's rule:
@@ -229,16 +239,18 @@ def measure(
         for round_number in range(1, repeats + 1):
             for n in connections:
                 for variant, url in urls.items():
-                    run = measure_once(url, variant, n, duration_s, image)
+                    run = measure_once(url, variant, n, duration_s, image, wrk_threads)
                     print(f"round {round_number}: " + format_row(run), flush=True)
                     if (variant, n) not in best or run.requests_per_s > best[variant, n].requests_per_s:
                         best[variant, n] = run
     return [best[variant, n] for variant in variants for n in connections]
 
 
-def measure_once(url: str, variant: Variant, connections: int, duration_s: float, image: Path) -> Point:
+def measure_once(
+    url: str, variant: Variant, connections: int, duration_s: float, image: Path, wrk_threads: int = 1
+) -> Point:
     before = batch_totals(url, variant.model) if variant.server == "service" and variant.model else None
-    rate, p50, p99, errors = parse_wrk(run_wrk(url, connections, duration_s, image, variant.model))
+    rate, p50, p99, errors = parse_wrk(run_wrk(url, connections, duration_s, image, variant.model, wrk_threads))
     mean_batch = None
     if before is not None and variant.model:
         after = batch_totals(url, variant.model)
@@ -289,37 +301,46 @@ def find(points: list[Point], variant: Variant, connections: int) -> Point | Non
 
 
 def comparisons(points: list[Point]) -> list[str]:
-    """The ratios a reader compares, where this run measured them: at 32 connections the service against each
-    peer, and at every connection count the service against the naive peer (what batching costs when idle)."""
+    """Per worker count, the ratios a reader compares where this run measured them."""
+    workers = sorted({p.variant.workers for p in points})
+    return [line for w in workers for line in comparisons_at(points, w)]
+
+
+def comparisons_at(points: list[Point], workers: int) -> list[str]:
+    """At 32 connections (or the most measured) the service against each peer, and at every connection count
+    the service against the naive peer (what batching costs when idle), all with ``workers`` processes."""
     lines = []
-    floor = find(points, Variant("floor", None), 32)
+    measured = sorted({p.connections for p in points})
+    many = 32 if 32 in measured else measured[-1]
+    floor = find(points, Variant("floor", None, workers=workers), many)
+    suffix = f" ({workers} workers)" if workers > 1 else ""
     for model in dict.fromkeys(p.variant.model for p in points if p.variant.server == "service"):
-        batched = find(points, Variant("service", model), 32)
+        batched = find(points, Variant("service", model, workers=workers), many)
         if batched is None:
             continue
         parts = [f"mean batch {batched.mean_batch:.1f}" if batched.mean_batch else "mean batch n/a"]
         for name, other in (
-            ("batch 1", find(points, Variant("service", model, 1), 32)),
-            ("threads", find(points, Variant("service", model, backend="thread"), 32)),
-            ("naive", find(points, Variant("naive", model), 32)),
+            ("batch 1", find(points, Variant("service", model, 1, workers=workers), many)),
+            ("threads", find(points, Variant("service", model, backend="thread", workers=workers), many)),
+            ("naive", find(points, Variant("naive", model, workers=workers), many)),
             ("floor", floor),
         ):
             if other is not None and other.requests_per_s:
                 parts.append(f"{batched.requests_per_s / other.requests_per_s:.2f}× {name}")
         parts.append(f"p99/p50 {batched.p99_ms / batched.p50_ms:.1f}")
-        if (single := find(points, Variant("service", model), 1)) is not None:
+        if (single := find(points, Variant("service", model, workers=workers), 1)) is not None:
             parts.append(f"p99 at 1 connection {single.p99_ms:.2f} ms")
-        lines.append(f"- `{model}`, 32 connections: " + ", ".join(parts))
+        lines.append(f"- `{model}`{suffix}, {many} connections: " + ", ".join(parts))
         against_naive = []
-        for connections in sorted({p.connections for p in points}):
+        for connections in measured:
             service, naive = (
-                find(points, Variant("service", model), connections),
-                find(points, Variant("naive", model), connections),
+                find(points, Variant("service", model, workers=workers), connections),
+                find(points, Variant("naive", model, workers=workers), connections),
             )
             if service is not None and naive is not None and naive.requests_per_s:
                 against_naive.append(f"{service.requests_per_s / naive.requests_per_s:.2f}× at {connections}")
         if against_naive:
-            lines.append(f"- `{model}`, service / naive by connections: " + ", ".join(against_naive))
+            lines.append(f"- `{model}`{suffix}, service / naive by connections: " + ", ".join(against_naive))
     return lines
 
 
@@ -383,6 +404,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--connections", type=int, nargs="+", default=list(CONNECTIONS))
     parser.add_argument("--models", nargs="+", default=list(MODELS))
     parser.add_argument("--image", type=Path, default=DEFAULT_IMAGE, help="the PNG to post")
+    parser.add_argument(
+        "--workers", type=int, nargs="+", default=[1], help="server processes per variant, each count in turn"
+    )
+    parser.add_argument("--wrk-threads", type=int, default=1, help="wrk's load threads (default 1)")
     parser.add_argument("--no-write", action="store_true", help="print only; leave docs/benchmarks.md alone")
     return parser.parse_args(argv)
 
@@ -392,17 +417,22 @@ def main(argv: list[str] | None = None) -> int:
     if shutil.which("wrk") is None:
         print("serve_benchmark: wrk is missing (apt-get install -y wrk)", file=sys.stderr)
         return 2
-    variants = [Variant("floor", None)]
-    for model in args.models:
-        variants += [Variant("service", model), Variant("service", model, 1)]
-        if shipped_backend(model) != "thread":  # else the shipped service runs it in threads already
-            variants.append(Variant("service", model, backend="thread"))
-        variants.append(Variant("naive", model))
+    variants = []
+    for workers in args.workers:
+        variants.append(Variant("floor", None, workers=workers))
+        for model in args.models:
+            variants += [Variant("service", model, workers=workers), Variant("service", model, 1, workers=workers)]
+            # The threads variant once, with one worker; not at all where the shipped service runs threads.
+            if workers == 1 and shipped_backend(model) != "thread":
+                variants.append(Variant("service", model, backend="thread"))
+            variants.append(Variant("naive", model, workers=workers))
     connections = tuple(args.connections)
     speedups = [parallel_speedup()]
     print(f"device: {device_description('auto')}, {os.cpu_count()} cores; parallel speed-up {speedups[0]:.2f}")
     with tempfile.TemporaryDirectory(prefix="serve-bench-") as log_dir:
-        points = measure(variants, connections, args.duration, args.repeats, args.image, Path(log_dir))
+        points = measure(
+            variants, connections, args.duration, args.repeats, args.image, Path(log_dir), args.wrk_threads
+        )
     speedups.append(parallel_speedup())
     print(table(points))
     print("\n".join(comparisons(points)))

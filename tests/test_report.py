@@ -212,3 +212,16 @@ def test_the_out_of_domain_digits_and_photo_crops_are_framed_as_mnist() -> None:
     crops = photo_crops(FIXTURE_ROOT)
     assert crops.images.shape[1:] == (28, 28) and len(crops) == 16 * len(set(crops.labels.tolist()))
     assert crops.describe() == f"all {len(crops)} Set12 crop (28×28) images"
+
+
+def test_train_only_trains_the_named_models_into_the_cache_and_writes_no_report(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    cache, out = tmp_path / "cache", tmp_path / "report.md"
+    args = ["--quick", "--data-root", str(FIXTURE_ROOT), "--out", str(out), "--cache", str(cache)]
+    assert report_main([*args, "--train-only", "mlp-gaussian-0.1"]) == 0
+    trained = sorted(path.name for path in (cache / "quick").iterdir())
+    assert trained == ["mlp-gaussian-0.1.json", "mlp-gaussian-0.1.safetensors"]
+    assert not out.exists()
+    assert report_main([*args, "--train-only", "no-such-model"]) == 2
+    assert "unknown study model(s): no-such-model" in capsys.readouterr().err

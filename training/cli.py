@@ -201,6 +201,13 @@ def report_main(argv: list[str] | None = None) -> int:
     p.add_argument("--quick", action="store_true", help="tiny models on the given data (the test fixture): a smoke run")
     p.add_argument("--train-seeds", type=int, help="training seeds per model (default 3, 1 with --quick)")
     p.add_argument("--noise-seeds", type=int, help="noise draws per test condition (default 3, 1 with --quick)")
+    p.add_argument(
+        "--train-only",
+        nargs="+",
+        default=(),
+        metavar="MODEL",
+        help="train just these study models (every seed) into the cache and write no report: a long first run in parts",
+    )
     args = p.parse_args(argv)
     for option in ("train_seeds", "noise_seeds"):
         if getattr(args, option) is not None and getattr(args, option) < 1:
@@ -211,7 +218,7 @@ def report_main(argv: list[str] | None = None) -> int:
     cfg = StudyConfig(
         data_root=Path(args.data_root), out=Path(args.out), cache=Path(args.cache),
         checkpoint_dir=Path(args.checkpoint_dir), device=args.device, quick=args.quick, workers=max(1, args.workers),
-        train_seeds=args.train_seeds, noise_seeds=args.noise_seeds,
+        train_seeds=args.train_seeds, noise_seeds=args.noise_seeds, train_only=tuple(args.train_only),
         command=shlex.join(["dae-report", *(sys.argv[1:] if argv is None else argv)]),
     )  # fmt: skip
     try:

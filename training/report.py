@@ -149,7 +149,10 @@ def run_report(cfg: StudyConfig) -> Path:
     log = ProgressLog()
     log(f"dae-report: {'quick' if cfg.quick else 'full'} run on {cfg.data_root}, report {cfg.out}")
     zoo = ModelZoo(cfg, log)
-    zoo.prepare()
+    zoo.prepare(cfg.train_only)
+    if cfg.train_only:
+        log(f"trained or found {len(zoo.provenance)} model seed(s) in {cfg.model_cache}; no report (--train-only)")
+        return cfg.model_cache
     zoo.adopt_shipped(PHOTO_MODEL)  # for the out-of-domain section, when shipped
     timings = [("prepare models (train what is missing)", log.elapsed())]
     study = build_study(cfg, zoo, log)

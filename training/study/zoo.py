@@ -110,11 +110,19 @@ class ModelZoo:
         self.provenance: dict[str, Provenance] = {}
         self._loaded: dict[str, nn.Module] = {}
 
-    def prepare(self) -> None:
-        """Resolve every model and seed up front, so a missing checkpoint fails before hours of work."""
+    def prepare(self, only: tuple[str, ...] = ()) -> None:
+        """Resolve every model and seed up front (or those of the models named in ``only``), so a missing
+        checkpoint fails before hours of work."""
+        unknown = [name for name in only if name not in SPEC_BY_NAME]
+        if unknown:
+            raise CheckpointError(
+                f"unknown study model(s): {', '.join(unknown)}; the study's are {', '.join(SPEC_BY_NAME)}"
+            )
         if not self.cfg.quick:
             self._check_shipped()
         for spec in SPECS:
+            if only and spec.name not in only:
+                continue
             for seed in self.cfg.seeds:
                 self.provenance[seeded(spec.name, seed)] = self._resolve(spec, seed)
 
