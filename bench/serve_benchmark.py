@@ -382,6 +382,8 @@ the U-Net's in {serving_dtype()}:
 server process (`DAE_INFERENCE_BACKEND=thread`); `naive` the model run per request inside the
 endpoint in float32, as the tutorial does (`bench/serve_naive.py`); `floor` decode and encode with no
 model (`bench/serve_floor.py`). Mean batch is images per forward pass, from the service's `/metrics`.
+A label ending `N workers` is the same server with N processes sharing the port (`--workers`); wrk ran
+{args.wrk_threads} load thread(s), at most one per connection.
 
 - Command: `{command}`
 - Device: {device_description("auto")}, {os.cpu_count()} cores; {wrk_version()}
