@@ -87,42 +87,18 @@ def free_port() -> int:
 def server_command(variant: Variant, port: int) -> tuple[list[str], dict[str, str]]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("DAE_", "PROMETHEUS_"))}
     env["PYTHONPATH"] = str(REPO)
+    # dae-serve takes uvicorn's spelling of these
+    options = ["--host", "127.0.0.1", "--port", str(port), "--log-level", "warning", "--workers", str(variant.workers)]
     if variant.server == "service":
         env["DAE_DEFAULT_MODEL"] = variant.model or ""
         if variant.batch_size is not None:
             env["DAE_MAX_BATCH_SIZE"] = str(variant.batch_size)
         if variant.backend is not None:
             env["DAE_INFERENCE_BACKEND"] = variant.backend
-        return [
-            sys.executable,
-            "-m",
-            "service",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--log-level",
-            "warning",
-            "--workers",
-            str(variant.workers),
-        ], env
+        return [sys.executable, "-m", "service", *options], env
     env["SERVE_NAIVE_MODEL"] = variant.model or ""
     app = "bench.serve_floor:app" if variant.server == "floor" else "bench.serve_naive:app"
-    return [
-        sys.executable,
-        "-m",
-        "uvicorn",
-        app,
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
-        "--log-level",
-        "warning",
-        "--no-access-log",
-        "--workers",
-        str(variant.workers),
-    ], env
+    return [sys.executable, "-m", "uvicorn", app, *options, "--no-access-log"], env
 
 
 @contextmanager
