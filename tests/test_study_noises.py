@@ -6,10 +6,10 @@ import pytest
 import torch
 
 from models.architectures import create_model
-from models.corruptions import NOISES, make_generator
+from models.corruptions import NOISES, make_generator, mixed_noise_with_levels
 from training.evaluate import to_float_batch
 from training.study.eval_noises import EVAL_NOISES, apply_eval_noise
-from training.study.level_aware import mixed_with_levels, with_level
+from training.study.level_aware import with_level
 from training.study.scoring import REFERENCE_NOISES, LevelTold, Noise
 from training.study.universal import COMBINATIONS, NEW_TYPES, UNSEEN, is_unseen
 from training.study.zoo import SPECS, max_trained_level
@@ -73,7 +73,7 @@ def test_the_level_aware_unet_takes_the_level_as_a_second_channel(digits: torch.
 
 
 def test_mixed_noise_with_levels_reports_the_level_each_image_drew(digits: torch.Tensor) -> None:
-    noisy, levels = mixed_with_levels(digits, 0.5, make_generator(0))
+    noisy, levels = mixed_noise_with_levels(digits, 0.5, make_generator(0))
     assert noisy.shape == digits.shape and levels.shape == (len(digits),)
     assert float(levels.min()) >= 0.0 and float(levels.max()) <= 0.5
     assert float(noisy.min()) >= 0.0 and float(noisy.max()) <= 1.0

@@ -107,7 +107,14 @@ def classical_table(study: Study) -> tuple[Table, list[str]]:
     sample = study.mnist.sample(study.cfg.scale.classical_sample)
     noises = NOISES if not study.cfg.quick else NOISES[::4]  # BM3D dominates: a smoke run takes a few
     result = classical.classical_study(
-        study.scorer, sample, study.tuning_images(), study.cfg.workers, study.log, noises, UNET_PICKS
+        study.scorer,
+        sample,
+        study.tuning_images(),
+        study.cfg.workers,
+        study.log,
+        noises,
+        UNET_PICKS,
+        study.classical_runs,
     )
     what = (
         f"{CELL_NOTE}; models: seed 0 only; classical parameters tuned on {result.tuning_images} noisy train images "

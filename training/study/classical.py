@@ -163,16 +163,21 @@ def timed(fn: Callable[[], torch.Tensor], images: int) -> Timed:
     return Timed(output, (time.perf_counter() - started) / max(images, 1))
 
 
-def denoise_all(
-    tuned: Iterable[Tuned], noisy: torch.Tensor, workers: int, models: dict[str, Callable[[torch.Tensor], torch.Tensor]]
-) -> dict[str, Timed]:
-    """Every classical method (with its tuned setting) and every model, on the same noisy images."""
-    out = {}
+def denoise_classical(tuned: Iterable[Tuned], noisy: torch.Tensor, workers: int) -> dict[str, Timed]:
+    """Every classical method with its tuned setting on the noisy images; a setting that repeats another's
+    (BM3D given the effective σ where that is the σ it gets anyway) reuses its output."""
+    out: dict[str, Timed] = {}
+    done: dict[tuple[Denoiser, float, tuple[tuple[str, float], ...]], Timed] = {}
     for t in tuned:
-        out[t.method] = timed(partial(run, t.method, noisy, t.sigma, workers, t.params), len(noisy))
-    for name, model in models.items():
-        out[name] = timed(partial(model, noisy), len(noisy))
+        setting = (METHODS[t.method], t.sigma, tuple(sorted(t.params.items())))
+        if setting not in done:
+            done[setting] = timed(partial(run, t.method, noisy, t.sigma, workers, t.params), len(noisy))
+        out[t.method] = done[setting]
     return out
+
+
+# (condition, test images) → the tuned settings and the classical outputs: two sections share conditions.
+ClassicalRuns = dict[tuple[Noise, str], tuple[list[Tuned], dict[str, Timed]]]
 
 
 @dataclass
@@ -208,21 +213,29 @@ def classical_study(
     log: LogFn,
     noises: Sequence[Noise] = REFERENCE_NOISES,
     picks: ModelPicks = MODEL_PICKS,
+    runs: ClassicalRuns | None = None,
 ) -> ClassicalResult:
-    """Every classical method tuned per condition on train images, then it and the picked models on ``sample``."""
+    """Every classical method tuned per condition on train images, then it and the picked models on ``sample``;
+    ``runs`` keeps the classical part for a later call on the same condition and images."""
+    runs = {} if runs is None else runs
     rows = [NOISY, *METHODS, *picks]
     cells: dict[tuple[str, str], Score] = {}
     seconds: dict[str, list[float]] = {row: [] for row in rows}
     tuned: dict[tuple[str, str], Tuned] = {}
     examples: dict[str, dict[str, torch.Tensor]] = {}
     for noise in noises:
-        log(f"classical denoisers: tuning on {len(tuning_clean)} train images, {noise.label}")
-        chosen = [tune(method, noise, tuning_clean, workers) for method in METHODS]
-        tuned.update({(t.method, noise.label): t for t in chosen})
-        log(f"classical denoisers: denoising {len(sample)} test images, {noise.label}")
         noisy = sample.noisy(noise)
-        models = model_denoisers(scorer, noise, picks)
-        outputs = {NOISY: Timed(noisy, 0.0), **denoise_all(chosen, noisy, workers, models)}
+        key = (noise, sample.describe())
+        if key not in runs:
+            log(f"classical denoisers: tuning on {len(tuning_clean)} train images, {noise.label}")
+            chosen = [tune(method, noise, tuning_clean, workers) for method in METHODS]
+            log(f"classical denoisers: denoising {len(sample)} test images, {noise.label}")
+            runs[key] = (chosen, denoise_classical(chosen, noisy, workers))
+        chosen, classical_outputs = runs[key]
+        tuned.update({(t.method, noise.label): t for t in chosen})
+        models = {row: timed(partial(denoise, noisy), len(noisy)) for row, denoise in
+                  model_denoisers(scorer, noise, picks).items()}  # fmt: skip
+        outputs = {NOISY: Timed(noisy, 0.0), **classical_outputs, **models}
         for row, result in outputs.items():
             cells[row, noise.label] = Score.of(result.output, sample.clean)
             seconds[row].append(result.seconds_per_image)

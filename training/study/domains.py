@@ -17,7 +17,6 @@ published figures beside it.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +24,6 @@ import numpy as np
 import torch
 from PIL import Image
 
-from models.checkpoint import checkpoint_paths
 from training.data import DataError
 from training.photo_eval import load_test_photos
 from training.study import figures
@@ -154,17 +152,17 @@ def domains_section(study: Study) -> Section:
     )
 
 
-def photo_card(checkpoint_dir: Path) -> dict[str, Any] | None:
-    """The photo model's card as stored (its evaluation and baselines are fields ``dae-eval`` adds), if shipped."""
-    _, card_path = checkpoint_paths(Path(checkpoint_dir) / PHOTO_MODEL)
-    return json.loads(card_path.read_text()) if card_path.exists() else None
+def photo_card(study: Study) -> dict[str, Any] | None:
+    """The photo model's card as the zoo verified it, with the evaluation and baselines ``dae-eval`` added to it;
+    None when it is not shipped."""
+    return study.card_of(PHOTO_MODEL).model_dump() if study.scorer.seeds_of(PHOTO_MODEL) else None
 
 
 def photo_section(study: Study) -> Section:
     """The photo model's BSD68 and Set12 tables from its card, BM3D and the tuned filter beside it, and the papers."""
     title = f"Photos: {PHOTO_MODEL} against BM3D and the published figures"
     question = "How does the photo model compare with the classical state of the art and a published blind network?"
-    card = photo_card(study.cfg.checkpoint_dir)
+    card = photo_card(study)
     if card is None or not card.get("test_metrics"):
         missing = f"No `{PHOTO_MODEL}` checkpoint with an evaluation in {study.cfg.checkpoint_dir}."
         return Section("photos", title, question, findings=[missing])

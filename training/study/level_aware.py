@@ -33,13 +33,6 @@ from training.train import (
 )
 
 
-def mixed_with_levels(
-    clean: torch.Tensor, max_level: float, generator: torch.Generator
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """``mixed`` noise that also returns the level each image drew (N,): what the model is told."""
-    return mixed_noise_with_levels(clean, max_level, generator)
-
-
 def with_level(noisy: torch.Tensor, levels: torch.Tensor) -> torch.Tensor:
     """The model's input: the noisy image, then a map holding each image's level at every pixel."""
     return torch.cat([noisy, levels.view(-1, 1, 1, 1).expand_as(noisy)], dim=1)
@@ -51,7 +44,7 @@ def validation_psnr(model: torch.nn.Module, val_images: torch.Tensor, cfg: Train
     total = 0.0
     for chunk in val_images.split(1000):
         clean = to_float_batch(chunk)
-        noisy, levels = mixed_with_levels(clean, cfg.noise_level, generator)
+        noisy, levels = mixed_noise_with_levels(clean, cfg.noise_level, generator)
         total += psnr_per_image(model(with_level(noisy, levels)).float(), clean).sum().item()
     return total / len(val_images)
 
@@ -77,7 +70,7 @@ def train_level_aware(cfg: TrainConfig) -> ModelCard:
         model.train()
         running = torch.zeros((), device=device)  # summed on the device: no host sync per step
         for clean in batches.epoch(epoch):
-            noisy, levels = mixed_with_levels(clean, cfg.noise_level, generator)
+            noisy, levels = mixed_noise_with_levels(clean, cfg.noise_level, generator)
             loss = F.mse_loss(model(with_level(noisy, levels)).float(), clean)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()

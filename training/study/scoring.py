@@ -20,6 +20,7 @@ from models.corruptions import NOISES, corrupt, make_generator
 from models.metrics import psnr_per_image, ssim_per_image
 from training.evaluate import EVAL_SEED, denoise_in_batches, make_noisy, to_float_batch
 from training.study.eval_noises import EVAL_NOISES, apply_eval_noise
+from training.study.level_aware import with_level
 
 NOISE_NAMES = {
     "gaussian": "Gaussian σ",
@@ -189,7 +190,7 @@ class LevelTold(nn.Module):
         self.model, self.level = model, level
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.model(torch.cat([x, torch.full_like(x, self.level)], dim=1))
+        return self.model(with_level(x, torch.full((len(x),), self.level, device=x.device)))
 
 
 def needs_level(model: nn.Module) -> bool:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -31,6 +31,7 @@ class Study:
     train_labels: torch.Tensor
     log: LogFn
     card_of: Callable[[str], ModelCard]
+    classical_runs: classical.ClassicalRuns = field(default_factory=dict)  # shared by two sections
 
     def figure(self, name: str) -> Path:
         return self.cfg.figures_dir / name
@@ -260,7 +261,9 @@ def blind(study: Study) -> Section:
 
 def classical_section(study: Study) -> Section:
     sample = study.mnist.sample(study.cfg.scale.classical_sample)
-    result = classical.classical_study(study.scorer, sample, study.tuning_images(), study.cfg.workers, study.log)
+    result = classical.classical_study(
+        study.scorer, sample, study.tuning_images(), study.cfg.workers, study.log, runs=study.classical_runs
+    )
     time_col = {"time per image": lambda row: "—" if row == NOISY else ms(result.seconds_per_image[row])}
     processes = classical.bm3d_processes(len(sample), study.cfg.workers)
     timing = f"time: wall clock per image on this machine (BM3D in {processes} process{'es' if processes > 1 else ''})"

@@ -13,6 +13,7 @@ from collections.abc import Callable, Sequence
 import numpy as np
 import torch
 
+from models.corruptions import NOISES
 from models.metrics import psnr_per_image
 from training.study import figures
 from training.study.experiments import CONV_SPECIALISTS, NOISY, ScoreGrid, headline
@@ -57,7 +58,8 @@ def is_unseen(noise: Noise) -> bool:
     if len(noise.steps) != 1:
         return True
     kind, level = noise.steps[0]
-    return kind not in ("gaussian", "salt_pepper", "masking") or level > max_trained_level(kind)
+    trained_types = [name for name, registered in NOISES.items() if registered.specialist]  # what mixed draws too
+    return kind not in trained_types or level > max_trained_level(kind)
 
 
 def fixed(name: str | None) -> Callable[[Noise], str | None]:
