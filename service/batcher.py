@@ -14,8 +14,11 @@ load that delay for nothing (with one client there is never anyone to wait for),
 requests whose bodies are being read right now are exactly the ones worth waiting a moment for. One
 still on its way ``ARRIVAL_STALE_S`` after it arrived is a slow client, and is no longer waited for.
 And a request that finds the model idle, with nothing queued and nobody on the way, skips the queue and
-the worker altogether (``predict``): it is a batch of one at once, as if there were no batcher (on the
-event loop, only when it is alone in the service even after a look around).
+the worker altogether (``predict``): it is a batch of one at once, as if there were no batcher. One that is
+alone in the whole worker even after a look around runs on the event loop itself (``run_alone``), as the
+naive per-request server does: with nothing else to serve, the loop would only wait for it, and the hop to
+an inference thread or the child process and back is pure cost (for a model in the child process it cost
+a quarter of the throughput at one connection; docs/benchmarks.md, "Serving").
 """
 
 from __future__ import annotations
@@ -149,10 +152,13 @@ class DynamicBatcher:
         timeout_s: float,
         arrivals: Arrivals | None = None,
         max_in_flight: int = 1,
+        run_alone: RunBatch | None = None,
     ) -> None:
         self.name = name
         self._run_batch = run_batch
         self._executor = executor  # None: forwards run on the event loop, after a look around (``_look_around``)
+        # What computes a request alone in the worker, on the event loop (None: it goes to the executor too).
+        self._run_alone = run_batch if executor is None else run_alone
         self.max_batch_size = max_batch_size
         self.max_batch_pixels = max_batch_pixels
         self.max_batch_delay_s = max_batch_delay_s
@@ -223,21 +229,19 @@ class DynamicBatcher:
         """One image's prediction: at once when the model is idle, else through the queue with the others."""
         if arrival is not None:
             arrival.done()
-        if not await self._may_start_now():
+        here = self._run_alone is not None and await self._alone_after_look_around()
+        if not here and (self._executor is None or not self._idle()):
             return await self.enqueue(array)
         await self._slots.acquire()  # free (checked just now): returns without waiting
         pending = _Pending(array, asyncio.get_running_loop().create_future())
-        if self._executor is not None:  # a thread that never answers must not hold the request for ever
+        if not here:  # a thread or child that never answers must not hold the request for ever
             self._set_deadline(pending.future)
-        await self._run([pending])
+        await self._run([pending], here)
         return await pending.future
 
-    async def _may_start_now(self) -> bool:
-        """Whether a request may skip the queue: the model idle; on the event loop, the request also alone
-        in the service even after a look around (others looking around at the same time, the images of one
-        request, are company)."""
-        if self._executor is not None:
-            return self._idle()
+    async def _alone_after_look_around(self) -> bool:
+        """Whether the model is idle and the request alone in the worker even after a look around (others
+        looking around at the same time, the images of one request, are company)."""
         if not self._alone():
             return False
         self._looking += 1
@@ -304,11 +308,12 @@ class DynamicBatcher:
             self._in_flight.add(task)
             task.add_done_callback(self._in_flight.discard)
 
-    async def _run(self, batch: list[_Pending]) -> None:
-        """Compute one batch (its slot already taken), free the slot, answer every request in it."""
+    async def _run(self, batch: list[_Pending], here: bool = False) -> None:
+        """Compute one batch (its slot already taken; ``here``: with ``run_alone``), free the slot, answer
+        every request in it."""
         try:
             try:
-                answered = await self._compute(batch)
+                answered = await self._compute(batch, here)
             finally:
                 # Free the thread before answering: the worker's wake-up is then queued ahead of the
                 # requests' continuations (encode, send), so the next forward starts first and overlaps
@@ -356,8 +361,9 @@ class DynamicBatcher:
             pixels += pending.array.size
         return len(batch) < self.max_batch_size
 
-    async def _compute(self, batch: list[_Pending]) -> list[tuple[list[_Pending], list[Outcome]]]:
-        """One forward per shape in the batch, in an inference thread or here; (group, its outcomes) pairs."""
+    async def _compute(self, batch: list[_Pending], here: bool = False) -> list[tuple[list[_Pending], list[Outcome]]]:
+        """One forward per shape in the batch, in an inference thread or here on the event loop; (group, its
+        outcomes) pairs."""
         if not batch:
             return []
         groups: dict[tuple[int, ...], list[_Pending]] = {}
@@ -366,17 +372,21 @@ class DynamicBatcher:
         started = time.perf_counter()
         for pending in batch:
             self._metrics.queue_wait.observe(started - pending.enqueued)
-        if self._executor is None:
-            outcomes = self._run_groups(list(groups.values()))
+        if self._executor is None or here:
+            assert self._run_alone is not None  # run_batch itself without an executor
+            outcomes = self._run_groups(self._run_alone, list(groups.values()))
         else:
             loop = asyncio.get_running_loop()
-            outcomes = await loop.run_in_executor(self._executor, self._run_groups, list(groups.values()))
+            outcomes = await loop.run_in_executor(
+                self._executor, self._run_groups, self._run_batch, list(groups.values())
+            )
         self._metrics.inference_seconds.observe(time.perf_counter() - started)
         return list(zip(groups.values(), outcomes, strict=True))
 
-    def _run_groups(self, groups: list[list[_Pending]]) -> list[list[Outcome]]:
+    @staticmethod
+    def _run_groups(run: RunBatch, groups: list[list[_Pending]]) -> list[list[Outcome]]:
         """One forward per shape."""
-        return [self._run_batch([pending.array for pending in group]) for group in groups]
+        return [run([pending.array for pending in group]) for group in groups]
 
     @staticmethod
     def _settle(batch: list[_Pending], outcomes: list[Outcome]) -> None:

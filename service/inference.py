@@ -1,6 +1,6 @@
 """One forward pass over a group of same-shaped images, on the model's device, failing only what must fail.
 
-Runs where ``service.placement`` put the model: an inference thread or the child process. On CUDA the
+Runs where ``service.placement`` put the model: the event loop, an inference thread or the child process. On CUDA the
 batch is staged in pinned host memory and copied both ways without blocking, so the copy overlaps the
 launch of the forward. With a bfloat16 ``dtype`` the forward runs under autocast (``service.placement``
 says when). A forward that raises is retried on each half of the group, down to
@@ -53,19 +53,34 @@ class Runner(Protocol):
 class InferenceRunner:
     """Runs ``model`` on stacked inputs; call ``run`` from an inference thread."""
 
-    def __init__(self, name: str, model: nn.Module, device: torch.device, dtype: torch.dtype = torch.float32) -> None:
+    def __init__(
+        self,
+        name: str,
+        model: nn.Module,
+        device: torch.device,
+        dtype: torch.dtype = torch.float32,
+        threads: int | None = None,
+    ) -> None:
         self.name = name
         self.model = model
         self.device = device
         self.dtype = dtype  # the forward's compute precision (autocast); inputs and outputs stay float32
+        # Intra-op threads of each forward, set around it (None: the calling thread's own setting).
+        self.threads = threads
         self._cuda = device.type == "cuda"
 
     def run(self, inputs: list[np.ndarray]) -> list[Outcome]:
         """One outcome per input (all the same H×W), in order; never raises for a model's fault."""
+        before = torch.get_num_threads()
+        if self.threads is not None and self.threads != before:
+            torch.set_num_threads(self.threads)  # the calling thread's setting: a few microseconds either way
         try:
             return self._forward(inputs)
         except Exception as exc:
             return self._retry_in_halves(inputs, exc)
+        finally:
+            if torch.get_num_threads() != before:
+                torch.set_num_threads(before)
 
     def _forward(self, inputs: list[np.ndarray]) -> list[Outcome]:
         batch = inputs[0][None, None] if len(inputs) == 1 else np.stack(inputs)[:, None]  # N×1×H×W float32

@@ -12,7 +12,9 @@ The child is spawned, never forked (a fork would copy the parent's OpenMP and ev
 whatever state they were in), and holds a copy of every model. The server's inference threads each send
 one batch down the pipe and wait for the answer, so with two of them one batch computes while the next
 waits ready behind it. If the child dies (killed, or out of memory) or a batch outlasts the request
-deadline (a stuck child), the batch it had fails with 503 and a new child takes over at once.
+deadline (a stuck child), the batch it had fails with 503 and a new child takes over at once. A request
+alone in the worker never comes here: the server computes it on its event loop, with its own copy of the
+model (``DynamicBatcher``'s ``run_alone``), since the loop would only wait for the child's answer.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ import logging.config
 import multiprocessing
 import signal
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
 from typing import Any
@@ -62,9 +64,7 @@ def _serve_in_child(
             return
         if message is None:
             return
-        name, batch, threads = message
-        if threads != torch.get_num_threads():  # a fraction of a microsecond to change
-            torch.set_num_threads(threads)
+        name, batch = message
         try:
             outcomes = runners[name].run(list(batch))
         except Exception as exc:  # runners answer a model's faults themselves; this is anything else
@@ -86,15 +86,9 @@ class InferenceProcess:
         torch_threads: int,
         batch_timeout_s: float,
         logging_config: dict[str, Any] | None = None,
-        idle_torch_threads: int | None = None,
-        worker_idle: Callable[[], bool] = lambda: False,
     ) -> None:
         self._specs = list(specs)
         self._torch_threads = torch_threads
-        # A lone image while the server has nothing else to do (``worker_idle``) gets these threads instead:
-        # the server's event loop then only waits for the answer, so the core kept free for it would idle.
-        self._idle_torch_threads = idle_torch_threads or torch_threads
-        self._worker_idle = worker_idle
         self._batch_timeout_s = batch_timeout_s
         self._logging_config = logging_config
         # One batch on the pipe at a time: the next inference thread waits here with its batch ready.
@@ -137,7 +131,7 @@ class InferenceProcess:
                 if not self._started and not self._wait_until_ready():
                     self._restart(f"did not start within {CHILD_START_TIMEOUT_S:g} s")
                 else:
-                    self._connection.send((name, np.stack(inputs), self._threads_for(len(inputs))))
+                    self._connection.send((name, np.stack(inputs)))
                     # A batch that takes longer than a request's whole deadline has a stuck child (every
                     # request in it has had its 504 already): replace it rather than wait on it for ever.
                     if self._connection.poll(self._batch_timeout_s):
@@ -147,9 +141,6 @@ class InferenceProcess:
             except (EOFError, OSError):
                 self._restart("died")
         return [Unavailable("the inference process stopped and was restarted; retry")] * len(inputs)
-
-    def _threads_for(self, images: int) -> int:
-        return self._idle_torch_threads if images == 1 and self._worker_idle() else self._torch_threads
 
     def _wait_until_ready(self) -> bool:
         """Wait for a new child's READY (importing torch takes seconds, no batch deadline applies to it)."""

@@ -23,11 +23,12 @@ service makes these choices. The rules (their costs measured in docs/benchmarks.
   per photo in a batch of 8, docs/benchmarks.md), so photos and tiles share forwards only on CUDA,
   where a batch of 8 Mpixels is what keeps the GPU busy.
 - **threads**: the child gets every core but the event loop's for one forward's intra-op threads, with
-  two batches in flight (one computing, the next ready behind it). A lone image in a worker with no
-  other request gets every core: the event loop has nothing to do but wait for it. (Running that image
-  on the event loop instead, to save the hop, measured slower: the child keeps the model in its caches.)
-  Inference threads run single-threaded forwards side by side, one per core, at most four (past that
-  the batches get too small).
+  two batches in flight (one computing, the next ready behind it). A request alone in the worker does
+  not go to the child at all: it runs on the event loop, with every core, as the naive per-request
+  server would (``DynamicBatcher``'s ``run_alone``): the loop has nothing else to do, and the hop to the
+  child and back cost a quarter of the throughput at one connection on a 2-core VM. Inference threads
+  run single-threaded forwards side by side, one per core, at most four (past that the batches get too
+  small).
 """
 
 from __future__ import annotations
@@ -120,7 +121,7 @@ class WorkerPlan:
     batch_pixels: int  # most pixels in one forward
     torch_threads: int  # intra-op threads of a forward in this process
     child_torch_threads: int  # intra-op threads of a forward in the child process
-    child_idle_torch_threads: int  # the same for a lone image while the worker has nothing else to do
+    alone_torch_threads: int  # intra-op threads of a forward for a request alone in the worker
 
     @property
     def in_child(self) -> list[str]:
@@ -143,9 +144,9 @@ def plan_worker(settings: Settings, models: Mapping[str, nn.Module], cores: int 
     if child:
         threads = settings.inference_threads or 2
         torch_threads = child_threads = settings.torch_threads or max(1, cores - 1)
-        idle_threads = settings.torch_threads or cores
+        alone_threads = settings.torch_threads or cores
     else:
         threads = settings.inference_threads or (1 if device.type == "cuda" else min(cores, 4))
-        torch_threads = child_threads = idle_threads = settings.torch_threads or max(1, cores // threads)
+        torch_threads = child_threads = alone_threads = settings.torch_threads or max(1, cores // threads)
     batch_pixels = settings.max_batch_pixels or (CUDA_BATCH_PIXELS if device.type == "cuda" else CPU_BATCH_PIXELS)
-    return WorkerPlan(device, placements, threads, batch_pixels, torch_threads, child_threads, idle_threads)
+    return WorkerPlan(device, placements, threads, batch_pixels, torch_threads, child_threads, alone_threads)

@@ -125,17 +125,18 @@ class ModelStore:
                 plan.child_torch_threads,
                 batch_timeout_s=settings.request_timeout_s,
                 logging_config=log_config(settings.log_level, settings.log_format),
-                idle_torch_threads=plan.child_idle_torch_threads,
-                worker_idle=lambda: arrivals.in_service <= 1,  # the request of this very batch, alone
             )
         denoisers = {}
         for name, (model, card) in loaded.items():
             placement = plan.placements[name]
-            runner: Runner = (
-                ProcessRunner(name, process)
-                if process is not None and placement.backend == "process"
-                else InferenceRunner(name, model, placement.device, placement.dtype)
-            )
+            here = InferenceRunner(name, model, placement.device, placement.dtype)
+            runner: Runner = here
+            run_alone = None
+            if process is not None and placement.backend == "process":
+                runner = ProcessRunner(name, process)
+                # A request alone in the worker still runs here, on the event loop, with every core (placement.py).
+                here.threads = plan.alone_torch_threads
+                run_alone = here.run
             batcher = DynamicBatcher(
                 name,
                 runner.run,
@@ -147,6 +148,7 @@ class ModelStore:
                 timeout_s=settings.request_timeout_s,
                 arrivals=arrivals,
                 max_in_flight=plan.inference_threads,
+                run_alone=run_alone,
             )
             denoisers[name] = Denoiser(card, placement, runner, batcher, settings.tile_size, settings.tile_overlap)
         default_name = settings.default_model

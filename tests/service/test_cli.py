@@ -72,16 +72,16 @@ MODELS = {"conv": create_model("conv", channels=4), "mlp": create_model("mlp")}
 
 
 def plan(cores: int, device: str = "cpu", **settings: Any) -> tuple[dict[str, placement.Backend], int, int, int, int]:
-    """(backend per model, inference threads, torch threads here, in the child, in the child for a lone image)."""
+    """(backend per model, inference threads, torch threads here, in the child, for a request alone in the worker)."""
     worker = placement.plan_worker(Settings(device=device, **settings), MODELS, cores=cores)
     backends = {name: p.backend for name, p in worker.placements.items()}
-    threads = (worker.torch_threads, worker.child_torch_threads, worker.child_idle_torch_threads)
+    threads = (worker.torch_threads, worker.child_torch_threads, worker.alone_torch_threads)
     return backends, worker.inference_threads, *threads
 
 
 def test_auto_placement_puts_mlps_on_the_loop_and_convolutions_in_a_child_when_the_worker_has_two_cores() -> None:
-    # One core for the event loop, one for the child's forward; the next batch waits queued behind it. A lone
-    # image in an otherwise idle worker gets both: the event loop has nothing to do but wait for it.
+    # One core for the event loop, one for the child's forward; the next batch waits queued behind it. A request
+    # alone in the worker gets both, on the event loop: it has nothing else to do.
     assert plan(2) == ({"conv": "process", "mlp": "loop"}, 2, 1, 1, 2)
     # One core per worker: nothing to run side by side, so no child process.
     assert plan(2, workers=2) == ({"conv": "thread", "mlp": "loop"}, 1, 1, 1, 1)

@@ -11,6 +11,7 @@ import re
 import signal
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -22,9 +23,10 @@ from torch import nn
 
 from service import placement
 from service.app import create_app
+from service.batcher import Arrivals, DynamicBatcher
 from service.errors import Unavailable
-from service.inference import Prediction
-from service.inference_process import InferenceProcess
+from service.inference import InferenceRunner, Prediction
+from service.inference_process import InferenceProcess, ProcessRunner
 from tests.service.conftest import AppClient, LiveServer, settings_for
 
 PROCESS = {"inference_backend": "process"}
@@ -92,12 +94,19 @@ def test_a_killed_inference_process_costs_one_batch_a_503_and_a_new_one_takes_ov
         assert time.monotonic() < deadline, "SIGKILL did not stop the inference process"
         time.sleep(0.01)
     upload = {"file": ("d.png", digits[1], "image/png")}
-    failed = client.post("/denoise", files=upload, data=FIELDS)
-    assert failed.status_code == 503, failed.text
-    assert failed.headers["Retry-After"] == "1"
-    assert "inference process" in failed.json()["detail"]
-    assert client.get("/readyz").status_code == 200
-    answered = client.post("/denoise", files=upload, data=FIELDS)  # the next batch starts a new child
+    # Another request in the worker: with company, requests go to the child (alone, one runs on the event loop).
+    arrivals = client.app.state.arrivals
+    company = arrivals.announce()
+    try:
+        failed = client.post("/denoise", files=upload, data=FIELDS)
+        assert failed.status_code == 503, failed.text
+        assert failed.headers["Retry-After"] == "1"
+        assert "inference process" in failed.json()["detail"]
+        assert client.get("/readyz").status_code == 200
+        answered = client.post("/denoise", files=upload, data=FIELDS)  # the next batch starts a new child
+    finally:
+        company.done()
+        arrivals.leave()
     assert answered.status_code == 200, answered.text
     assert answered.json()["denoised_psnr_db"] > answered.json()["noisy_psnr_db"]
     assert process.restarts == 1
@@ -183,27 +192,44 @@ class ShowsItsThreads(nn.Module):
         return torch.full_like(x, torch.get_num_threads() / 10)
 
 
-def test_a_lone_image_gets_every_core_only_while_the_worker_has_nothing_else_to_do() -> None:
-    idle = [True]
-    process = InferenceProcess(
-        [("threads", ShowsItsThreads(), torch.float32)],
-        torch_threads=1,
-        batch_timeout_s=30.0,
-        idle_torch_threads=2,
-        worker_idle=lambda: idle[0],
-    )
+def test_a_request_alone_in_the_worker_runs_on_the_event_loop_with_every_core_and_company_goes_to_the_child() -> None:
+    """The naive server's path when there is nothing else to serve (no hop to the child and back), the child's
+    batches as soon as there is."""
+    process = InferenceProcess([("threads", ShowsItsThreads(), torch.float32)], torch_threads=1, batch_timeout_s=30.0)
+    pool = ThreadPoolExecutor(2)
+    here = InferenceRunner("threads", ShowsItsThreads(), torch.device("cpu"), threads=3)
+
+    async def scenario() -> tuple[int, list[int]]:
+        arrivals = Arrivals()
+        batcher = DynamicBatcher(
+            "threads", ProcessRunner("threads", process).run, pool, max_batch_size=8, max_batch_delay_s=0.0,
+            max_queue_size=8, timeout_s=30.0, arrivals=arrivals, run_alone=here.run,
+        )  # fmt: skip
+
+        async def request() -> int:  # what the HTTP layer does around a batched route
+            token = arrivals.announce()
+            try:
+                prediction = await batcher.predict(np.zeros((4, 4), dtype=np.float32), token)
+                return round(float(prediction.output[0, 0]) * 10)
+            finally:
+                token.done()
+                arrivals.leave()
+
+        batcher.start()
+        try:
+            alone = await request()
+            together = await asyncio.gather(*(request() for _ in range(3)))
+            return alone, list(together)
+        finally:
+            await batcher.stop()
+
     process.start()
-
-    def threads(images: int) -> list[int]:
-        outcomes = process.run("threads", [np.zeros((4, 4), dtype=np.float32)] * images)
-        return [round(float(outcome.output[0, 0]) * 10) for outcome in outcomes if isinstance(outcome, Prediction)]
-
+    before = torch.get_num_threads()
     try:
-        assert threads(1) == [2]  # alone: the event loop only waits, so its core computes too
-        assert threads(2) == [1, 1]  # a batch: the server is busy with the requests around it
-        idle[0] = False
-        assert threads(1) == [1]  # others in the server: one core stays the event loop's
-        idle[0] = True
-        assert threads(1) == [2]
+        alone, together = asyncio.run(scenario())
     finally:
         process.shutdown()
+        pool.shutdown(wait=True)
+    assert alone == 3  # on the event loop, with the threads it was given
+    assert together == [1, 1, 1]  # in the child, at its one thread
+    assert torch.get_num_threads() == before  # the event loop's own setting is back
