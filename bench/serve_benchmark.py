@@ -351,7 +351,8 @@ each round measures them all in turn at each number of connections; a point is t
 {args.repeats} rounds' runs of {args.duration:g} s (this VM sometimes gives its processes about one core's worth
 of time for a stretch, which the two-process service feels and the one-process floor does not).
 `service` is `dae-serve` as shipped (dynamic batching, up to 32 images per forward pass, the
-U-Net's forwards in a child process here and the MLP's on the event loop: `DAE_INFERENCE_BACKEND=auto`,
+U-Net's batches in a child process here, a request alone in the server and the MLP's forwards on the
+event loop: `DAE_INFERENCE_BACKEND=auto`,
 the U-Net's in {serving_dtype()}:
 `DAE_INFERENCE_DTYPE=auto`, the MLP's in float32); `service, batch 1` the same with
 `DAE_MAX_BATCH_SIZE=1`; `service, threads` the same with the forwards in inference threads of the
