@@ -1,19 +1,22 @@
 """Serving throughput and latency under loopback load, driven by ``wrk`` (not a Python client).
 
 Each server variant runs as its own process on 127.0.0.1; ``wrk`` (one thread, ``bench/serve_post.lua``)
-posts a 28×28 PNG digit to ``/denoise`` with ``Accept: image/png`` for a bounded time at each number of
+posts a 28×28 PNG digit (or ``--image``) to ``/denoise`` with ``Accept: image/png`` for a bounded time at each number of
 connections, and the figures are requests/s, p50 and p99 latency, and (for the service) the mean
 number of images per forward pass read from ``/metrics``. The variants, per model:
 
 - ``service``: ``dae-serve`` as shipped (dynamic batching, ``DAE_MAX_BATCH_SIZE`` 32);
 - ``service, batch 1``: the same with ``DAE_MAX_BATCH_SIZE=1`` (batching off);
-- ``service, threads``: the same with ``DAE_INFERENCE_BACKEND=thread`` (the forwards in threads of the server);
+- ``service, threads``: the same with ``DAE_INFERENCE_BACKEND=thread`` (the forwards in threads of the server),
+  or ``service, child process`` with ``DAE_INFERENCE_BACKEND=process`` for a model shipped in threads;
 - ``naive``: ``bench/serve_naive.py``, the model run per request inside the endpoint;
 
 and once, ``floor``: ``bench/serve_floor.py``, decode and encode with no model (what HTTP allows here).
 
     python -m bench.serve_benchmark                     # the full run, written to docs/benchmarks.md
     python -m bench.serve_benchmark --duration 2 --models mlp-gaussian --no-write    # a quick look
+    python -m bench.serve_benchmark --models photo-blind --image service/static/samples/photo-cameraman.png \
+        --connections 1 8 --duration 10 --section "Serving: photos"                  # 256×256 photos
 """
 
 from __future__ import annotations
@@ -46,6 +49,7 @@ CONNECTIONS = (1, 8, 32, 64)
 MODELS = ("mlp-gaussian", "conv-blind")
 START_TIMEOUT_S = 300.0
 _UNITS_MS = {"us": 1e-3, "ms": 1.0, "s": 1e3, "m": 6e4}
+BACKEND_LABELS = {"thread": "threads", "process": "child process", "loop": "event loop"}
 
 
 @dataclass(frozen=True)
@@ -61,7 +65,7 @@ class Variant:
         parts = [self.server]
         if self.server == "service":
             parts += [f"batch {self.batch_size}"] if self.batch_size is not None else []
-            parts += [f"{self.backend}s"] if self.backend is not None else []
+            parts += [BACKEND_LABELS[self.backend]] if self.backend is not None else []
         parts += [f"{self.workers} workers"] if self.workers > 1 else []
         return ", ".join(parts)
 
@@ -298,6 +302,7 @@ def comparisons_at(points: list[Point], workers: int) -> list[str]:
         for name, other in (
             ("batch 1", find(points, Variant("service", model, 1, workers=workers), many)),
             ("threads", find(points, Variant("service", model, backend="thread", workers=workers), many)),
+            ("child process", find(points, Variant("service", model, backend="process", workers=workers), many)),
             ("naive", find(points, Variant("naive", model, workers=workers), many)),
             ("floor", floor),
         ):
@@ -329,10 +334,11 @@ def shipped_backend(model: str) -> str:
     """Where ``dae-serve`` (DAE_INFERENCE_BACKEND=auto, on this machine) runs ``model``: loop, thread or process."""
     from models.checkpoint import load_checkpoint
     from service.placement import available_cores, serving_backend
-    from service.settings import shipped_checkpoint_dir
+    from service.settings import Settings, shipped_checkpoint_dir
 
     net = load_checkpoint(shipped_checkpoint_dir() / f"{model}.json")[0]
-    return serving_backend("auto", torch.device("cpu"), net, available_cores())
+    photos = model == Settings().default_photo_model
+    return serving_backend("auto", torch.device("cpu"), net, available_cores(), photos)
 
 
 def serving_dtype() -> str:
@@ -344,19 +350,29 @@ def serving_dtype() -> str:
     return dtype_name(placed_dtype("auto", torch.device("cpu"), create_model("conv")))
 
 
+def describe_image(path: Path) -> str:
+    from PIL import Image
+
+    with Image.open(path) as image:
+        width, height = image.size
+        kind = "digit" if (width, height) == (28, 28) else "photo"
+        return f"a {width}×{height} PNG {kind} (`{path.relative_to(REPO) if path.is_relative_to(REPO) else path}`)"
+
+
 def report(points: list[Point], args: argparse.Namespace, command: str, speedups: list[float]) -> str:
-    return f"""Loopback load from `wrk` (one thread, `bench/serve_post.lua`) posting a 28×28 PNG digit to
+    return f"""Loopback load from `wrk` (one thread, `bench/serve_post.lua`) posting {describe_image(args.image)} to
 `/denoise` with `Accept: image/png` on the same machine as the server. Every server runs at once and
 each round measures them all in turn at each number of connections; a point is the fastest of
 {args.repeats} rounds' runs of {args.duration:g} s (this VM sometimes gives its processes about one core's worth
 of time for a stretch, which the two-process service feels and the one-process floor does not).
 `service` is `dae-serve` as shipped (dynamic batching, up to 32 images per forward pass, the
-U-Net's batches in a child process here, a request alone in the server and the MLP's forwards on the
-event loop: `DAE_INFERENCE_BACKEND=auto`,
+digit U-Net's batches in a child process here, the photo model's in inference threads, a request alone
+in the server and the MLP's forwards on the event loop: `DAE_INFERENCE_BACKEND=auto`,
 the U-Net's in {serving_dtype()}:
 `DAE_INFERENCE_DTYPE=auto`, the MLP's in float32); `service, batch 1` the same with
 `DAE_MAX_BATCH_SIZE=1`; `service, threads` the same with the forwards in inference threads of the
-server process (`DAE_INFERENCE_BACKEND=thread`); `naive` the model run per request inside the
+server process (`DAE_INFERENCE_BACKEND=thread`), `service, child process` with them in the child
+(`DAE_INFERENCE_BACKEND=process`); `naive` the model run per request inside the
 endpoint in float32, as the tutorial does (`bench/serve_naive.py`); `floor` decode and encode with no
 model (`bench/serve_floor.py`). Mean batch is images per forward pass, from the service's `/metrics`.
 A label ending `N workers` is the same server with N processes sharing the port (`--workers`); wrk ran
@@ -387,6 +403,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--workers", type=int, nargs="+", default=[1], help="server processes per variant, each count in turn"
     )
     parser.add_argument("--wrk-threads", type=int, default=1, help="wrk's load threads (default 1)")
+    parser.add_argument(
+        "--section", default="Serving", help="the docs/benchmarks.md section to write (default Serving)"
+    )
     parser.add_argument("--no-write", action="store_true", help="print only; leave docs/benchmarks.md alone")
     return parser.parse_args(argv)
 
@@ -401,9 +420,11 @@ def main(argv: list[str] | None = None) -> int:
         variants.append(Variant("floor", None, workers=workers))
         for model in args.models:
             variants += [Variant("service", model, workers=workers), Variant("service", model, 1, workers=workers)]
-            # The threads variant once, with one worker; not at all where the shipped service runs threads.
-            if workers == 1 and shipped_backend(model) != "thread":
-                variants.append(Variant("service", model, backend="thread"))
+            # The other backend once, with one worker: threads, or the child process where the shipped service
+            # runs threads (the photo model).
+            if workers == 1:
+                other = "thread" if shipped_backend(model) != "thread" else "process"
+                variants.append(Variant("service", model, backend=other))
             variants.append(Variant("naive", model, workers=workers))
     connections = tuple(args.connections)
     speedups = [parallel_speedup()]
@@ -419,8 +440,8 @@ def main(argv: list[str] | None = None) -> int:
         command = "python -m bench.serve_benchmark" + (
             "" if argv is None and len(sys.argv) == 1 else " " + " ".join(argv if argv is not None else sys.argv[1:])
         )
-        write_section("Serving", report(points, args, command, speedups))
-        print("written to docs/benchmarks.md (## Serving)")
+        write_section(args.section, report(points, args, command, speedups))
+        print(f"written to docs/benchmarks.md (## {args.section})")
     return 0
 
 

@@ -14,11 +14,11 @@ load that delay for nothing (with one client there is never anyone to wait for),
 requests whose bodies are being read right now are exactly the ones worth waiting a moment for. One
 still on its way ``ARRIVAL_STALE_S`` after it arrived is a slow client, and is no longer waited for.
 And a request that finds the model idle, with nothing queued and nobody on the way, skips the queue and
-the worker altogether (``predict``): it is a batch of one at once, as if there were no batcher. One that is
-alone in the whole worker even after a look around runs on the event loop itself (``run_alone``), as the
-naive per-request server does: with nothing else to serve, the loop would only wait for it, and the hop to
-an inference thread or the child process and back is pure cost (for a model in the child process it cost
-a quarter of the throughput at one connection; docs/benchmarks.md, "Serving").
+the worker altogether (``predict``): it is a batch of one at once, as if there were no batcher. One alone in
+the whole worker even after a look around gets every core (``run_alone``), and when its model is in the child
+process it runs on the event loop itself, as the naive per-request server does (``alone_on_loop``): with
+nothing else to serve, the loop would only wait for it, and the hop to the child and back cost a quarter of
+the throughput at one connection (docs/benchmarks.md, "Serving").
 """
 
 from __future__ import annotations
@@ -153,12 +153,15 @@ class DynamicBatcher:
         arrivals: Arrivals | None = None,
         max_in_flight: int = 1,
         run_alone: RunBatch | None = None,
+        alone_on_loop: bool = False,
     ) -> None:
         self.name = name
         self._run_batch = run_batch
         self._executor = executor  # None: forwards run on the event loop, after a look around (``_look_around``)
-        # What computes a request alone in the worker, on the event loop (None: it goes to the executor too).
+        # What computes a request alone in the worker (None: run_batch, like any other), and whether on the
+        # event loop rather than in the executor.
         self._run_alone = run_batch if executor is None else run_alone
+        self._alone_on_loop = executor is None or alone_on_loop
         self.max_batch_size = max_batch_size
         self.max_batch_pixels = max_batch_pixels
         self.max_batch_delay_s = max_batch_delay_s
@@ -229,14 +232,14 @@ class DynamicBatcher:
         """One image's prediction: at once when the model is idle, else through the queue with the others."""
         if arrival is not None:
             arrival.done()
-        here = self._run_alone is not None and await self._alone_after_look_around()
-        if not here and (self._executor is None or not self._idle()):
+        alone = self._run_alone is not None and await self._alone_after_look_around()
+        if not alone and (self._executor is None or not self._idle()):
             return await self.enqueue(array)
         await self._slots.acquire()  # free (checked just now): returns without waiting
         pending = _Pending(array, asyncio.get_running_loop().create_future())
-        if not here:  # a thread or child that never answers must not hold the request for ever
+        if not (alone and self._alone_on_loop):  # a thread or child that never answers must not hold it for ever
             self._set_deadline(pending.future)
-        await self._run([pending], here)
+        await self._run([pending], alone)
         return await pending.future
 
     async def _alone_after_look_around(self) -> bool:
@@ -308,12 +311,12 @@ class DynamicBatcher:
             self._in_flight.add(task)
             task.add_done_callback(self._in_flight.discard)
 
-    async def _run(self, batch: list[_Pending], here: bool = False) -> None:
-        """Compute one batch (its slot already taken; ``here``: with ``run_alone``), free the slot, answer
-        every request in it."""
+    async def _run(self, batch: list[_Pending], alone: bool = False) -> None:
+        """Compute one batch (its slot already taken; ``alone``: a request alone in the worker), free the slot,
+        answer every request in it."""
         try:
             try:
-                answered = await self._compute(batch, here)
+                answered = await self._compute(batch, alone)
             finally:
                 # Free the thread before answering: the worker's wake-up is then queued ahead of the
                 # requests' continuations (encode, send), so the next forward starts first and overlaps
@@ -361,7 +364,7 @@ class DynamicBatcher:
             pixels += pending.array.size
         return len(batch) < self.max_batch_size
 
-    async def _compute(self, batch: list[_Pending], here: bool = False) -> list[tuple[list[_Pending], list[Outcome]]]:
+    async def _compute(self, batch: list[_Pending], alone: bool = False) -> list[tuple[list[_Pending], list[Outcome]]]:
         """One forward per shape in the batch, in an inference thread or here on the event loop; (group, its
         outcomes) pairs."""
         if not batch:
@@ -372,14 +375,12 @@ class DynamicBatcher:
         started = time.perf_counter()
         for pending in batch:
             self._metrics.queue_wait.observe(started - pending.enqueued)
-        if self._executor is None or here:
-            assert self._run_alone is not None  # run_batch itself without an executor
-            outcomes = self._run_groups(self._run_alone, list(groups.values()))
+        run = self._run_alone if alone and self._run_alone is not None else self._run_batch
+        if self._executor is None or (alone and self._alone_on_loop):
+            outcomes = self._run_groups(run, list(groups.values()))
         else:
             loop = asyncio.get_running_loop()
-            outcomes = await loop.run_in_executor(
-                self._executor, self._run_groups, self._run_batch, list(groups.values())
-            )
+            outcomes = await loop.run_in_executor(self._executor, self._run_groups, run, list(groups.values()))
         self._metrics.inference_seconds.observe(time.perf_counter() - started)
         return list(zip(groups.values(), outcomes, strict=True))
 

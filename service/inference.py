@@ -53,27 +53,19 @@ class Runner(Protocol):
 class InferenceRunner:
     """Runs ``model`` on stacked inputs; call ``run`` from an inference thread."""
 
-    def __init__(
-        self,
-        name: str,
-        model: nn.Module,
-        device: torch.device,
-        dtype: torch.dtype = torch.float32,
-        threads: int | None = None,
-    ) -> None:
+    def __init__(self, name: str, model: nn.Module, device: torch.device, dtype: torch.dtype = torch.float32) -> None:
         self.name = name
         self.model = model
         self.device = device
         self.dtype = dtype  # the forward's compute precision (autocast); inputs and outputs stay float32
-        # Intra-op threads of each forward, set around it (None: the calling thread's own setting).
-        self.threads = threads
         self._cuda = device.type == "cuda"
 
-    def run(self, inputs: list[np.ndarray]) -> list[Outcome]:
-        """One outcome per input (all the same H×W), in order; never raises for a model's fault."""
+    def run(self, inputs: list[np.ndarray], threads: int | None = None) -> list[Outcome]:
+        """One outcome per input (all the same H×W), in order; never raises for a model's fault. ``threads``:
+        the forward's intra-op threads, set around it (None: the calling thread's own setting)."""
         before = torch.get_num_threads()
-        if self.threads is not None and self.threads != before:
-            torch.set_num_threads(self.threads)  # the calling thread's setting: a few microseconds either way
+        if threads is not None and threads != before:
+            torch.set_num_threads(threads)  # the calling thread's setting: a few microseconds either way
         try:
             return self._forward(inputs)
         except Exception as exc:

@@ -8,6 +8,10 @@ service makes these choices. The rules (their costs measured in docs/benchmarks.
   - a convolutional model on a CPU with two or more cores per worker runs in the worker's **child
     process** (``service.inference_process``): in a thread of the server its forty-odd operators would
     take turns with the event loop at one GIL;
+  - except the photo model (``DAE_DEFAULT_PHOTO_MODEL``), which runs in **inference threads**: on a photo
+    each operator takes milliseconds, so the turns at the GIL cost little, and single-threaded forwards
+    side by side, one per core, do about twice what one forward on every core does (two threads scale
+    poorly over one photo; docs/benchmarks.md, "Serving: photos");
   - a model with no convolution (the fixed-size MLPs) on a CPU runs on the **event loop**: its forward,
     even for a full batch, is shorter than the hop to a thread and back, and in a thread it would take
     turns with the event loop at the GIL anyway. The batcher lets the loop turn before each such forward
@@ -23,12 +27,12 @@ service makes these choices. The rules (their costs measured in docs/benchmarks.
   per photo in a batch of 8, docs/benchmarks.md), so photos and tiles share forwards only on CUDA,
   where a batch of 8 Mpixels is what keeps the GPU busy.
 - **threads**: the child gets every core but the event loop's for one forward's intra-op threads, with
-  two batches in flight (one computing, the next ready behind it). A request alone in the worker does
-  not go to the child at all: it runs on the event loop, with every core, as the naive per-request
-  server would (``DynamicBatcher``'s ``run_alone``): the loop has nothing else to do, and the hop to the
-  child and back cost a quarter of the throughput at one connection on a 2-core VM. Inference threads
-  run single-threaded forwards side by side, one per core, at most four (past that the batches get too
-  small).
+  two batches in flight (one computing, the next ready behind it). Inference threads run
+  single-threaded forwards side by side, one per core, at most four (past that the batches get too
+  small). A request alone in the worker gets every core (``DynamicBatcher``'s ``run_alone``), and if its
+  model is in the child it does not go there at all: it runs on the event loop, as the naive
+  per-request server would, since the loop has nothing else to do and the hop to the child and back cost
+  a quarter of the throughput at one connection on a 2-core VM.
 """
 
 from __future__ import annotations
@@ -89,14 +93,16 @@ def serving_dtype(requested: str, device: torch.device, model: nn.Module) -> tor
     return torch.bfloat16 if native else torch.float32
 
 
-def serving_backend(requested: str, device: torch.device, model: nn.Module, cores: int) -> Backend:
+def serving_backend(
+    requested: str, device: torch.device, model: nn.Module, cores: int, serves_photos: bool = False
+) -> Backend:
     """Where ``model``'s forwards run (see the module's docstring for ``auto``); never a child on CUDA."""
     if device.type == "cuda":
         return "thread"
     if requested == "auto":
         if not is_convolutional(model):
             return "loop"
-        return "process" if cores >= 2 else "thread"
+        return "process" if cores >= 2 and not serves_photos else "thread"
     if requested in ("loop", "thread", "process"):
         return requested  # type: ignore[return-value]  # checked just above
     raise ValueError(f"unknown inference backend {requested!r}; use auto, loop, thread or process")
@@ -136,17 +142,19 @@ def plan_worker(settings: Settings, models: Mapping[str, nn.Module], cores: int 
         name: Placement(
             device,
             serving_dtype(settings.inference_dtype, device, model),
-            serving_backend(settings.inference_backend, device, model, cores),
+            serving_backend(settings.inference_backend, device, model, cores, name == settings.default_photo_model),
         )
         for name, model in models.items()
     }
     child = any(placement.backend == "process" for placement in placements.values())
     if child:
         threads = settings.inference_threads or 2
-        torch_threads = child_threads = settings.torch_threads or max(1, cores - 1)
-        alone_threads = settings.torch_threads or cores
+        child_threads = settings.torch_threads or max(1, cores - 1)
+        # Forwards in this process's inference threads (the photo model's) share the same cores, side by side.
+        torch_threads = settings.torch_threads or max(1, (cores - 1) // threads)
     else:
         threads = settings.inference_threads or (1 if device.type == "cuda" else min(cores, 4))
-        torch_threads = child_threads = alone_threads = settings.torch_threads or max(1, cores // threads)
+        torch_threads = child_threads = settings.torch_threads or max(1, cores // threads)
+    alone_threads = settings.torch_threads or cores
     batch_pixels = settings.max_batch_pixels or (CUDA_BATCH_PIXELS if device.type == "cuda" else CPU_BATCH_PIXELS)
     return WorkerPlan(device, placements, threads, batch_pixels, torch_threads, child_threads, alone_threads)

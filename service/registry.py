@@ -9,6 +9,7 @@ call ``get``) → ``stop``.
 from __future__ import annotations
 
 import asyncio
+import functools
 import gc
 import logging
 import time
@@ -131,12 +132,13 @@ class ModelStore:
             placement = plan.placements[name]
             here = InferenceRunner(name, model, placement.device, placement.dtype)
             runner: Runner = here
-            run_alone = None
             if process is not None and placement.backend == "process":
                 runner = ProcessRunner(name, process)
-                # A request alone in the worker still runs here, on the event loop, with every core (placement.py).
-                here.threads = plan.alone_torch_threads
-                run_alone = here.run
+            # A request alone in the worker gets every core, and one whose model is in the child stays here, on
+            # the event loop (placement.py); on CUDA the GPU does the work wherever it is launched from.
+            run_alone = (
+                None if plan.device.type == "cuda" else functools.partial(here.run, threads=plan.alone_torch_threads)
+            )
             batcher = DynamicBatcher(
                 name,
                 runner.run,
@@ -149,6 +151,7 @@ class ModelStore:
                 arrivals=arrivals,
                 max_in_flight=plan.inference_threads,
                 run_alone=run_alone,
+                alone_on_loop=placement.backend == "process",
             )
             denoisers[name] = Denoiser(card, placement, runner, batcher, settings.tile_size, settings.tile_overlap)
         default_name = settings.default_model

@@ -68,12 +68,18 @@ def test_settings_parse_lists_and_treat_an_empty_key_as_none(monkeypatch: pytest
     assert settings.api_key is None
 
 
-MODELS = {"conv": create_model("conv", channels=4), "mlp": create_model("mlp")}
+MODELS = {
+    "conv": create_model("conv", channels=4),
+    "mlp": create_model("mlp"),
+    "photo": create_model("conv", channels=4),
+}
 
 
 def plan(cores: int, device: str = "cpu", **settings: Any) -> tuple[dict[str, placement.Backend], int, int, int, int]:
     """(backend per model, inference threads, torch threads here, in the child, for a request alone in the worker)."""
-    worker = placement.plan_worker(Settings(device=device, **settings), MODELS, cores=cores)
+    worker = placement.plan_worker(
+        Settings(device=device, default_photo_model="photo", **settings), MODELS, cores=cores
+    )
     backends = {name: p.backend for name, p in worker.placements.items()}
     threads = (worker.torch_threads, worker.child_torch_threads, worker.alone_torch_threads)
     return backends, worker.inference_threads, *threads
@@ -82,22 +88,24 @@ def plan(cores: int, device: str = "cpu", **settings: Any) -> tuple[dict[str, pl
 def test_auto_placement_puts_mlps_on_the_loop_and_convolutions_in_a_child_when_the_worker_has_two_cores() -> None:
     # One core for the event loop, one for the child's forward; the next batch waits queued behind it. A request
     # alone in the worker gets both, on the event loop: it has nothing else to do.
-    assert plan(2) == ({"conv": "process", "mlp": "loop"}, 2, 1, 1, 2)
+    # The photo model in threads beside them: on photos, single-threaded forwards side by side do more.
+    assert plan(2) == ({"conv": "process", "mlp": "loop", "photo": "thread"}, 2, 1, 1, 2)
     # One core per worker: nothing to run side by side, so no child process.
-    assert plan(2, workers=2) == ({"conv": "thread", "mlp": "loop"}, 1, 1, 1, 1)
-    assert plan(16) == ({"conv": "process", "mlp": "loop"}, 2, 15, 15, 16)
-    assert plan(16, workers=8) == ({"conv": "process", "mlp": "loop"}, 2, 1, 1, 2)
+    assert plan(2, workers=2) == ({"conv": "thread", "mlp": "loop", "photo": "thread"}, 1, 1, 1, 1)
+    assert plan(16) == ({"conv": "process", "mlp": "loop", "photo": "thread"}, 2, 7, 15, 16)
+    assert plan(16, workers=8) == ({"conv": "process", "mlp": "loop", "photo": "thread"}, 2, 1, 1, 2)
     assert plan(16, torch_threads=3)[2:] == (3, 3, 3)  # DAE_TORCH_THREADS is every forward's
     # An explicit backend applies to every model.
-    assert plan(2, inference_backend="process")[0] == {"conv": "process", "mlp": "process"}
-    assert plan(2, inference_backend="loop")[0] == {"conv": "loop", "mlp": "loop"}
+    assert plan(2, inference_backend="process")[0] == {"conv": "process", "mlp": "process", "photo": "process"}
+    assert plan(2, inference_backend="loop")[0] == {"conv": "loop", "mlp": "loop", "photo": "loop"}
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA to resolve a cuda device")
 @pytest.mark.cuda
 def test_on_cuda_every_forward_runs_in_one_inference_thread() -> None:
-    assert plan(16, device="cuda") == ({"conv": "thread", "mlp": "thread"}, 1, 16, 16, 16)
-    assert plan(16, device="cuda", inference_backend="process")[0] == {"conv": "thread", "mlp": "thread"}
+    assert plan(16, device="cuda") == ({"conv": "thread", "mlp": "thread", "photo": "thread"}, 1, 16, 16, 16)
+    threads = {"conv": "thread", "mlp": "thread", "photo": "thread"}
+    assert plan(16, device="cuda", inference_backend="process")[0] == threads
 
 
 def test_a_forward_holds_a_batch_of_digits_but_one_photo_on_a_cpu() -> None:
@@ -107,12 +115,15 @@ def test_a_forward_holds_a_batch_of_digits_but_one_photo_on_a_cpu() -> None:
 
 
 def test_the_thread_backend_runs_single_threaded_forwards_side_by_side_on_a_cpu() -> None:
-    assert plan(2, inference_backend="thread") == ({"conv": "thread", "mlp": "thread"}, 2, 1, 1, 1)
+    threads = {"conv": "thread", "mlp": "thread", "photo": "thread"}
+    # A request alone in the worker gets every core of it (the last figure) whatever the backend.
+    assert plan(2, inference_backend="thread") == (threads, 2, 1, 1, 2)
     # At most four forwards at once, the rest of the cores intra-op.
-    assert plan(16, inference_backend="thread")[1:] == (4, 4, 4, 4)
-    assert plan(16, workers=4, inference_backend="thread")[1:] == (4, 1, 1, 1)
+    assert plan(16, inference_backend="thread")[1:] == (4, 4, 4, 16)
+    assert plan(16, workers=4, inference_backend="thread")[1:] == (4, 1, 1, 4)
     assert plan(2, inference_backend="thread", inference_threads=3, torch_threads=2)[1:] == (3, 2, 2, 2)
-    assert plan(2, inference_threads=3, torch_threads=2) == ({"conv": "process", "mlp": "loop"}, 3, 2, 2, 2)
+    backends = {"conv": "process", "mlp": "loop", "photo": "thread"}
+    assert plan(2, inference_threads=3, torch_threads=2) == (backends, 3, 2, 2, 2)
 
 
 def test_auto_precision_is_bfloat16_only_for_convolutions_on_a_cpu_that_has_it() -> None:

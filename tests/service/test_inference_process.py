@@ -5,10 +5,12 @@ survives being killed or getting stuck at the cost of one batch, and goes away w
 from __future__ import annotations
 
 import asyncio
+import functools
 import multiprocessing
 import os
 import re
 import signal
+import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -23,7 +25,7 @@ from torch import nn
 
 from service import placement
 from service.app import create_app
-from service.batcher import Arrivals, DynamicBatcher
+from service.batcher import Arrivals, DynamicBatcher, RunBatch
 from service.errors import Unavailable
 from service.inference import InferenceRunner, Prediction
 from service.inference_process import InferenceProcess, ProcessRunner
@@ -192,29 +194,31 @@ class ShowsItsThreads(nn.Module):
         return torch.full_like(x, torch.get_num_threads() / 10)
 
 
-def test_a_request_alone_in_the_worker_runs_on_the_event_loop_with_every_core_and_company_goes_to_the_child() -> None:
-    """The naive server's path when there is nothing else to serve (no hop to the child and back), the child's
-    batches as soon as there is."""
-    process = InferenceProcess([("threads", ShowsItsThreads(), torch.float32)], torch_threads=1, batch_timeout_s=30.0)
-    pool = ThreadPoolExecutor(2)
-    here = InferenceRunner("threads", ShowsItsThreads(), torch.device("cpu"), threads=3)
+class ShowsItsThreadsAndWhere(ShowsItsThreads):
+    """``ShowsItsThreads`` that also notes the thread (of this process) each forward ran in."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.ran_in: list[int] = []
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.ran_in.append(threading.get_ident())
+        return super().forward(x)
+
+
+def alone_then_together(batcher: DynamicBatcher, arrivals: Arrivals) -> tuple[int, list[int]]:
+    """The intra-op threads of a request alone in the worker, then of three that arrive together."""
+
+    async def request() -> int:  # what the HTTP layer does around a batched route
+        token = arrivals.announce()
+        try:
+            prediction = await batcher.predict(np.zeros((4, 4), dtype=np.float32), token)
+            return round(float(prediction.output[0, 0]) * 10)
+        finally:
+            token.done()
+            arrivals.leave()
 
     async def scenario() -> tuple[int, list[int]]:
-        arrivals = Arrivals()
-        batcher = DynamicBatcher(
-            "threads", ProcessRunner("threads", process).run, pool, max_batch_size=8, max_batch_delay_s=0.0,
-            max_queue_size=8, timeout_s=30.0, arrivals=arrivals, run_alone=here.run,
-        )  # fmt: skip
-
-        async def request() -> int:  # what the HTTP layer does around a batched route
-            token = arrivals.announce()
-            try:
-                prediction = await batcher.predict(np.zeros((4, 4), dtype=np.float32), token)
-                return round(float(prediction.output[0, 0]) * 10)
-            finally:
-                token.done()
-                arrivals.leave()
-
         batcher.start()
         try:
             alone = await request()
@@ -223,13 +227,49 @@ def test_a_request_alone_in_the_worker_runs_on_the_event_loop_with_every_core_an
         finally:
             await batcher.stop()
 
+    return asyncio.run(scenario())
+
+
+def batcher_for(run_batch: RunBatch, pool: ThreadPoolExecutor, arrivals: Arrivals, **alone: Any) -> DynamicBatcher:
+    return DynamicBatcher(
+        "threads", run_batch, pool, max_batch_size=8, max_batch_delay_s=0.0, max_queue_size=8, timeout_s=30.0,
+        arrivals=arrivals, **alone,
+    )  # fmt: skip
+
+
+def test_a_request_alone_in_the_worker_runs_on_the_event_loop_with_every_core_and_company_goes_to_the_child() -> None:
+    """The naive server's path when there is nothing else to serve (no hop to the child and back), the child's
+    batches as soon as there is."""
+    process = InferenceProcess([("threads", ShowsItsThreads(), torch.float32)], torch_threads=1, batch_timeout_s=30.0)
+    pool = ThreadPoolExecutor(2)
+    model = ShowsItsThreadsAndWhere()
+    here = InferenceRunner("threads", model, torch.device("cpu"))
+    arrivals = Arrivals()
+    run_alone = functools.partial(here.run, threads=3)
+    batcher = batcher_for(
+        ProcessRunner("threads", process).run, pool, arrivals, run_alone=run_alone, alone_on_loop=True
+    )
     process.start()
     before = torch.get_num_threads()
     try:
-        alone, together = asyncio.run(scenario())
+        alone, together = alone_then_together(batcher, arrivals)
     finally:
         process.shutdown()
         pool.shutdown(wait=True)
-    assert alone == 3  # on the event loop, with the threads it was given
+    assert alone == 3 and model.ran_in == [threading.get_ident()]  # on the event loop, with the threads given
     assert together == [1, 1, 1]  # in the child, at its one thread
     assert torch.get_num_threads() == before  # the event loop's own setting is back
+
+
+def test_with_threads_a_request_alone_in_the_worker_gets_every_core_in_its_inference_thread() -> None:
+    pool = ThreadPoolExecutor(2, initializer=torch.set_num_threads, initargs=(1,))
+    model = ShowsItsThreadsAndWhere()
+    runner = InferenceRunner("threads", model, torch.device("cpu"))
+    arrivals = Arrivals()
+    batcher = batcher_for(runner.run, pool, arrivals, run_alone=functools.partial(runner.run, threads=2))
+    try:
+        alone, together = alone_then_together(batcher, arrivals)
+    finally:
+        pool.shutdown(wait=True)
+    assert alone == 2 and threading.get_ident() not in model.ran_in  # every core, and never on the event loop
+    assert together == [1, 1, 1]  # with company, the threads' own setting
