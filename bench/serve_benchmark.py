@@ -25,6 +25,7 @@ import argparse
 import datetime
 import os
 import re
+import shlex
 import shutil
 import signal
 import socket
@@ -257,9 +258,10 @@ def parallel_speedup(seconds: float = 0.5) -> float:
 
 def format_row(point: Point) -> str:
     batch = "" if point.mean_batch is None else f"{point.mean_batch:.1f}"
+    rate = f"{point.requests_per_s:,.{1 if point.requests_per_s < 100 else 0}f}"  # photos come a few a second
     return (
         f"| {point.variant.label} | {point.variant.model or '-'} | {point.connections} | "
-        f"{point.requests_per_s:,.0f} | {point.p50_ms:.2f} | {point.p99_ms:.2f} | {batch} | {point.errors} |"
+        f"{rate} | {point.p50_ms:.2f} | {point.p99_ms:.2f} | {batch} | {point.errors} |"
     )
 
 
@@ -438,7 +440,7 @@ def main(argv: list[str] | None = None) -> int:
     print("\n".join(comparisons(points)))
     if not args.no_write:
         command = "python -m bench.serve_benchmark" + (
-            "" if argv is None and len(sys.argv) == 1 else " " + " ".join(argv if argv is not None else sys.argv[1:])
+            "" if argv is None and len(sys.argv) == 1 else " " + shlex.join(argv if argv is not None else sys.argv[1:])
         )
         write_section(args.section, report(points, args, command, speedups))
         print(f"written to docs/benchmarks.md (## {args.section})")
