@@ -1,8 +1,8 @@
 """One forward pass over a group of same-shaped images, on the model's device, failing only what must fail.
 
-Runs where ``service.placement`` put the model: the event loop, an inference thread or the child process. On CUDA the
-batch is staged in pinned host memory and copied both ways without blocking, so the copy overlaps the
-launch of the forward. With a bfloat16 ``dtype`` the forward runs under autocast (``service.placement``
+Runs where ``service.placement`` put the model: the event loop, an inference thread or the child process.
+On CUDA the batch is staged in pinned host memory and copied both ways without blocking, so the copy
+overlaps the launch of the forward. With a bfloat16 ``dtype`` the forward runs under autocast (``service.placement``
 says when). A forward that raises is retried on each half of the group, down to
 single images: a CUDA out-of-memory error then costs smaller batches rather than every request, and an
 input that makes the model raise fails alone while the rest of its batch is answered.
