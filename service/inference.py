@@ -63,16 +63,20 @@ class InferenceRunner:
     def run(self, inputs: list[np.ndarray], threads: int | None = None) -> list[Outcome]:
         """One outcome per input (all the same H×W), in order; never raises for a model's fault. ``threads``:
         the forward's intra-op threads, set around it (None: the calling thread's own setting)."""
-        before = torch.get_num_threads()
-        if threads is not None and threads != before:
-            torch.set_num_threads(threads)  # the calling thread's setting: a few microseconds either way
+        # Only a call that asks for threads reads and sets them: this is the MLP's hot path at batch 1.
+        if threads is None or threads == (before := torch.get_num_threads()):
+            return self._run(inputs)
+        torch.set_num_threads(threads)  # the calling thread's setting: a few microseconds either way
+        try:
+            return self._run(inputs)
+        finally:
+            torch.set_num_threads(before)
+
+    def _run(self, inputs: list[np.ndarray]) -> list[Outcome]:
         try:
             return self._forward(inputs)
         except Exception as exc:
             return self._retry_in_halves(inputs, exc)
-        finally:
-            if torch.get_num_threads() != before:
-                torch.set_num_threads(before)
 
     def _forward(self, inputs: list[np.ndarray]) -> list[Outcome]:
         batch = inputs[0][None, None] if len(inputs) == 1 else np.stack(inputs)[:, None]  # N×1×H×W float32
