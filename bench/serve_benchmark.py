@@ -29,13 +29,14 @@ import shlex
 import shutil
 import signal
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import httpx
@@ -80,6 +81,7 @@ class Point:
     p99_ms: float
     mean_batch: float | None
     errors: int
+    rounds: tuple[float, ...] = ()  # requests/s of every round's run, in round order (the point is the fastest)
 
 
 def free_port() -> int:
@@ -209,22 +211,40 @@ def measure(
     wrk_threads: int = 1,
 ) -> list[Point]:
     """Every variant's server up at once, then ``repeats`` rounds, each measuring every variant at every
-    number of connections in turn; a point is the variant's fastest run at that number (timeit's rule:
-    interference from the rest of the machine only ever slows a run). Interleaving spreads a stretch of
-    interference over all the variants instead of landing it on whichever was running then."""
+    number of connections in turn (in reverse order every other round, so that none always runs first); a
+    point is the variant's fastest run at that number (timeit's rule: interference from the rest of the
+    machine only ever slows a run), and keeps every round's rate for paired ratios (``paired_ratio``).
+    Interleaving spreads a stretch of interference over all the variants instead of landing it on whichever
+    was running then."""
     with ExitStack() as servers:
         urls = {variant: servers.enter_context(running(variant, log_dir)) for variant in variants}
         for variant, url in urls.items():
             run_wrk(url, 8, min(2.0, duration_s), image, variant.model)  # warm the caches and the allocator
-        best: dict[tuple[Variant, int], Point] = {}
+        runs: dict[tuple[Variant, int], list[Point]] = {}
         for round_number in range(1, repeats + 1):
             for n in connections:
-                for variant, url in urls.items():
-                    run = measure_once(url, variant, n, duration_s, image, wrk_threads)
+                for variant in variants if round_number % 2 else variants[::-1]:
+                    run = measure_once(urls[variant], variant, n, duration_s, image, wrk_threads)
                     print(f"round {round_number}: " + format_row(run), flush=True)
-                    if (variant, n) not in best or run.requests_per_s > best[variant, n].requests_per_s:
-                        best[variant, n] = run
-    return [best[variant, n] for variant in variants for n in connections]
+                    runs.setdefault((variant, n), []).append(run)
+    points = []
+    for variant in variants:
+        for n in connections:
+            fastest = max(runs[variant, n], key=lambda run: run.requests_per_s)
+            points.append(replace(fastest, rounds=tuple(run.requests_per_s for run in runs[variant, n])))
+    return points
+
+
+def paired_ratio(numerator: Point, denominator: Point) -> tuple[float, float, float] | None:
+    """The median, lowest and highest of the round-by-round ratios of two points measured in the same rounds.
+
+    Each round runs the variants one after the other within seconds, so a ratio within a round cancels a
+    slow stretch of the machine that a ratio of the two fastest runs (each from any round) does not: on a
+    VM whose speed drifts between rounds, this is the comparison to read."""
+    pairs = [a / b for a, b in zip(numerator.rounds, denominator.rounds, strict=True) if b]
+    if len(pairs) < 2 or len(numerator.rounds) != len(denominator.rounds):
+        return None
+    return statistics.median(pairs), min(pairs), max(pairs)
 
 
 def measure_once(
@@ -321,9 +341,15 @@ def comparisons_at(points: list[Point], workers: int) -> list[str]:
                 find(points, Variant("naive", model, workers=workers), connections),
             )
             if service is not None and naive is not None and naive.requests_per_s:
-                against_naive.append(f"{service.requests_per_s / naive.requests_per_s:.2f}× at {connections}")
+                text = f"{service.requests_per_s / naive.requests_per_s:.2f}× at {connections}"
+                if (paired := paired_ratio(service, naive)) is not None:
+                    text += f" (round by round {paired[0]:.2f}×, {paired[1]:.2f}–{paired[2]:.2f})"
+                against_naive.append(text)
         if against_naive:
-            lines.append(f"- `{model}`{suffix}, service / naive by connections: " + ", ".join(against_naive))
+            lines.append(
+                f"- `{model}`{suffix}, service / naive by connections, fastest runs (paired rounds: median, range): "
+                + ", ".join(against_naive)
+            )
     return lines
 
 
@@ -366,7 +392,9 @@ def report(points: list[Point], args: argparse.Namespace, command: str, speedups
 `/denoise` with `Accept: image/png` on the same machine as the server. Every server runs at once and
 each round measures them all in turn at each number of connections; a point is the fastest of
 {args.repeats} rounds' runs of {args.duration:g} s (this VM sometimes gives its processes about one core's worth
-of time for a stretch, which the two-process service feels and the one-process floor does not).
+of time for a stretch, which the two-process service feels and the one-process floor does not); the
+service / naive lines also give the ratio within each round (the two measured seconds apart, every other
+round in reverse order), whose median stands when the machine's speed drifts between rounds.
 `service` is `dae-serve` as shipped (dynamic batching, up to 32 images per forward pass, the
 digit U-Net's batches in a child process here, the photo model's in inference threads, a request alone
 in the server and the MLP's forwards on the event loop: `DAE_INFERENCE_BACKEND=auto`,

@@ -362,6 +362,12 @@ def test_init_from_fine_tunes_a_checkpoint_and_records_where_its_weights_came_fr
     assert after["training"]["history"][0]["val_psnr_db"] == pytest.approx(before["training"]["val_psnr_db"], abs=1e-3)
     record = after["training"]["init_from"]
     assert record["weights_sha256"] == before["weights_sha256"] and record["command"] == before["training"]["command"]
+    # fine-tuned again: the third stage's card still names the first, nested under the second
+    third = tmp_path / "third"
+    assert train_main([*args, "--epochs", "1", "--val-images", "16", "--init-from", str(second),
+                       "--out", str(third)]) == 0  # fmt: skip
+    chain = card_of(third)["training"]["init_from"]
+    assert chain["weights_sha256"] == after["weights_sha256"] and chain["init_from"] == record
     # a checkpoint of another shape is refused with a message naming what it holds
     other = [*QUICK, "--arch", "conv", "--arch-arg", "channels=8", "--limit", "64", "--epochs", "1"]
     assert train_main([*other, "--init-from", str(first), "--out", str(tmp_path / "bad")]) == 2

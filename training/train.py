@@ -163,6 +163,8 @@ def initialise_from(model: nn.Module, path: str) -> dict[str, Any]:
         "command": training.get("command"),
         "wall_time_s": training.get("wall_time_s"),
         "epochs": card.epochs,
+        # The earlier stages of a run fine-tuned more than once, nested: the whole chain stays on record.
+        **({"init_from": training["init_from"]} if training.get("init_from") else {}),
     }
 
 
