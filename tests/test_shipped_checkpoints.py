@@ -131,6 +131,22 @@ def test_train_all_retrains_each_card_recipe(name: str) -> None:
     assert card.hyperparameters == recipe_hyperparameters(cfg)
 
 
+@pytest.mark.parametrize("name", PHOTO_MODELS)
+def test_train_all_retrains_every_earlier_stage_of_a_fine_tuned_card(name: str) -> None:
+    """The card's chain of earlier stages (``init_from``, nested) against the script's stage recipes, stage by stage."""
+    commands = train_all_commands()
+    _, card = load_checkpoint(CHECKPOINT_DIR / name)
+    record = card.training.get("init_from")
+    while record is not None:
+        stage = Path(train_config(commands[name]).init_from or "").name  # the stage the script fine-tunes from
+        recorded, recipe = train_config(shlex.split(record["command"])[1:]), train_config(commands[stage])
+        for key in ("dataset", "arch", "noise", "epochs", "batch_size", "patch_size", "lr", "schedule", "seed"):
+            assert getattr(recorded, key) == getattr(recipe, key), (stage, key)
+        assert Path(recorded.init_from or "").name == Path(recipe.init_from or "").name, stage
+        name, record = stage, record.get("init_from")
+    assert train_config(commands[name]).init_from is None  # the card's chain and the script's end together
+
+
 def test_shipped_files_hold_weights_only() -> None:
     from safetensors import safe_open
 
