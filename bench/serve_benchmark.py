@@ -29,7 +29,6 @@ import shlex
 import shutil
 import signal
 import socket
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -40,6 +39,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 import httpx
+import numpy as np
 import torch
 
 from bench.common import device_description, write_section
@@ -236,15 +236,20 @@ def measure(
 
 
 def paired_ratio(numerator: Point, denominator: Point) -> tuple[float, float, float] | None:
-    """The median, lowest and highest of the round-by-round ratios of two points measured in the same rounds.
+    """The median of the round-by-round ratios of two points measured in the same rounds, and its 95%
+    bootstrap interval (percentile method, resampling rounds; seeded, so a report reproduces).
 
     Each round runs the variants one after the other within seconds, so a ratio within a round cancels a
     slow stretch of the machine that a ratio of the two fastest runs (each from any round) does not: on a
-    VM whose speed drifts between rounds, this is the comparison to read."""
-    pairs = [a / b for a, b in zip(numerator.rounds, denominator.rounds, strict=True) if b]
-    if len(pairs) < 2 or len(numerator.rounds) != len(denominator.rounds):
+    VM whose speed drifts between rounds, this is the comparison to read, and the interval says how far
+    the rounds let it be trusted. Plain numpy: scipy's ``bootstrap`` would make scipy a dependency of the
+    benchmarks for five lines."""
+    if len(numerator.rounds) != len(denominator.rounds) or len(numerator.rounds) < 2 or 0 in denominator.rounds:
         return None
-    return statistics.median(pairs), min(pairs), max(pairs)
+    ratios = np.array(numerator.rounds) / np.array(denominator.rounds)
+    draws = np.random.default_rng(0).choice(ratios, size=(2000, len(ratios)))
+    low, high = np.percentile(np.median(draws, axis=1), [2.5, 97.5])
+    return float(np.median(ratios)), float(low), float(high)
 
 
 def measure_once(
@@ -343,11 +348,11 @@ def comparisons_at(points: list[Point], workers: int) -> list[str]:
             if service is not None and naive is not None and naive.requests_per_s:
                 text = f"{service.requests_per_s / naive.requests_per_s:.2f}× at {connections}"
                 if (paired := paired_ratio(service, naive)) is not None:
-                    text += f" (round by round {paired[0]:.2f}×, {paired[1]:.2f}–{paired[2]:.2f})"
+                    text += f" (round by round {paired[0]:.2f}×, 95% interval {paired[1]:.2f}–{paired[2]:.2f})"
                 against_naive.append(text)
         if against_naive:
             lines.append(
-                f"- `{model}`{suffix}, service / naive by connections, fastest runs (paired rounds: median, range): "
+                f"- `{model}`{suffix}, service / naive by connections, fastest runs (median of within-round ratios): "
                 + ", ".join(against_naive)
             )
     return lines

@@ -158,9 +158,10 @@ class DynamicBatcher:
         self.name = name
         self._run_batch = run_batch
         self._executor = executor  # None: forwards run on the event loop, after a look around (``_look_around``)
-        # What computes a request alone in the worker (None: run_batch, like any other), and whether on the
-        # event loop rather than in the executor.
-        self._run_alone = run_batch if executor is None else run_alone
+        # What computes a request alone in the worker (every core: run_alone; without it, run_batch on the
+        # event loop and no alone path at all with an executor), and whether on the event loop rather than in
+        # the executor.
+        self._run_alone = run_alone or (run_batch if executor is None else None)
         self._alone_on_loop = executor is None or alone_on_loop
         self.max_batch_size = max_batch_size
         self.max_batch_pixels = max_batch_pixels

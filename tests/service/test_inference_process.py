@@ -230,7 +230,9 @@ def alone_then_together(batcher: DynamicBatcher, arrivals: Arrivals) -> tuple[in
     return asyncio.run(scenario())
 
 
-def batcher_for(run_batch: RunBatch, pool: ThreadPoolExecutor, arrivals: Arrivals, **alone: Any) -> DynamicBatcher:
+def batcher_for(
+    run_batch: RunBatch, pool: ThreadPoolExecutor | None, arrivals: Arrivals, **alone: Any
+) -> DynamicBatcher:
     return DynamicBatcher(
         "threads", run_batch, pool, max_batch_size=8, max_batch_delay_s=0.0, max_queue_size=8, timeout_s=30.0,
         arrivals=arrivals, **alone,
@@ -259,6 +261,23 @@ def test_a_request_alone_in_the_worker_runs_on_the_event_loop_with_every_core_an
     assert alone == 3 and model.ran_in == [threading.get_ident()]  # on the event loop, with the threads given
     assert together == [1, 1, 1]  # in the child, at its one thread
     assert torch.get_num_threads() == before  # the event loop's own setting is back
+
+
+def test_on_the_event_loop_a_request_alone_gets_every_core_and_company_the_loops_own_setting() -> None:
+    """The MLPs' path: alone, the naive server's threads; batched, the one thread the server keeps for itself."""
+    model = ShowsItsThreadsAndWhere()
+    runner = InferenceRunner("threads", model, torch.device("cpu"))
+    arrivals = Arrivals()
+    batcher = batcher_for(runner.run, None, arrivals, run_alone=functools.partial(runner.run, threads=2))
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)  # the server's setting beside a child process (placement.py)
+    try:
+        alone, together = alone_then_together(batcher, arrivals)
+        after = torch.get_num_threads()
+    finally:
+        torch.set_num_threads(before)
+    assert alone == 2 and together == [1, 1, 1] and after == 1
+    assert set(model.ran_in) == {threading.get_ident()}  # all on the event loop
 
 
 def test_with_threads_a_request_alone_in_the_worker_gets_every_core_in_its_inference_thread() -> None:
