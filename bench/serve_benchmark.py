@@ -239,7 +239,7 @@ def paired_ratio(numerator: Point, denominator: Point) -> tuple[float, float, fl
     """The median of the round-by-round ratios of two points measured in the same rounds, and its 95%
     bootstrap interval (percentile method, resampling rounds; seeded, so a report reproduces).
 
-    Each round runs the variants one after the other within seconds, so a ratio within a round cancels a
+    Each round runs the variants one after the other, a few runs apart, so a ratio within a round cancels a
     slow stretch of the machine that a ratio of the two fastest runs (each from any round) does not: on a
     VM whose speed drifts between rounds, this is the comparison to read, and the interval says how far
     the rounds let it be trusted. Plain numpy: scipy's ``bootstrap`` would make scipy a dependency of the
@@ -398,8 +398,9 @@ def report(points: list[Point], args: argparse.Namespace, command: str, speedups
 each round measures them all in turn at each number of connections; a point is the fastest of
 {args.repeats} rounds' runs of {args.duration:g} s (this VM sometimes gives its processes about one core's worth
 of time for a stretch, which the two-process service feels and the one-process floor does not); the
-service / naive lines also give the ratio within each round (the two measured seconds apart, every other
-round in reverse order), whose median stands when the machine's speed drifts between rounds.
+service / naive lines also give the median of the ratios within each round (the two measured a few runs
+apart, every other round in reverse order) with its 95% bootstrap interval: it stands when the machine's
+speed drifts between rounds.
 `service` is `dae-serve` as shipped (dynamic batching, up to 32 images per forward pass, the
 digit U-Net's batches in a child process here, the photo model's in inference threads, a request alone
 in the server and the MLP's forwards on the event loop: `DAE_INFERENCE_BACKEND=auto`,
