@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Download, here, the wheels the GPU machine lacks (bench/gpu_wheels.txt) for its Python 3.12, into .whl/
-# (ignored), wrk's Debian packages into .whl/deb/ and MNIST into .whl/data/ (36 MB in all, under the device
-# tool's 64 MiB with the repository); the device run carries .whl and bench/gpu_check.sh installs them there.
+# (ignored), wrk's Debian packages into .whl/deb/, MNIST and the photo sets into .whl/data/ (about 52 MB in all,
+# under the device tool's 64 MiB of carried paths); the device run carries .whl and bench/gpu_check.sh installs them there.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 mkdir -p .whl/deb
@@ -13,6 +13,8 @@ grep -v '^#' bench/gpu_wheels.txt | grep . | while read -r requirement; do
         -d .whl "$requirement"
 done
 (cd .whl/deb && apt-get download -q wrk libluajit-5.1-2 libluajit-5.1-common >/dev/null)
-# MNIST for the training benchmark (the machine reaches no network); DATA_ROOT to take it from elsewhere.
-mkdir -p .whl/data && cp -r "${DATA_ROOT:-../shared/data}/mnist" .whl/data/
+# MNIST for the training benchmark and the photo sets for the photo step (the machine reaches no network);
+# DATA_ROOT to take them from elsewhere.
+mkdir -p .whl/data/natural && cp -r "${DATA_ROOT:-../shared/data}/mnist" .whl/data/
+for set in train400 set12 bsd68; do cp -r "${DATA_ROOT:-../shared/data}/natural/$set" .whl/data/natural/; done
 du -sh .whl
