@@ -5,7 +5,7 @@
 #   bash bench/gpu_wheels.sh                       # here, once: wheels, wrk and MNIST into .whl/ (ignored)
 #   device run, carry [".whl"]:  bash bench/gpu_check.sh        # results under $OUT (default ./gpu-out)
 #   GPU_CHECK_STEPS="cuda suite" bash bench/gpu_check.sh         # only some steps
-#   GPU_CHECK_STEPS=photo bash bench/gpu_check.sh                 # the photo model trained further (issue 18)
+#   GPU_CHECK_STEPS=photo bash bench/gpu_check.sh                 # photo-blind trained further, then scored
 #   OUT=/tmp/gpu PYTHON=.venv/bin/python bash bench/gpu_check.sh   # the rehearsal on a CPU
 #
 # Steps, in order of what a short lease must not miss: machine facts, the `cuda` tests, the whole suite
@@ -65,7 +65,7 @@ if [ "$CUDA" = 1 ]; then
     step serve 240 "$PYTHON" -m bench.serve_benchmark --connections 1 32 128 --workers 1 4 8 --wrk-threads 4 \
         --duration 3 --repeats 1
     cp docs/benchmarks.md "$OUT/benchmarks.md"
-    # Issue 18's photo model trained further where it takes minutes, not hours: only when asked for, as a call of
+    # The photo model trained further where it takes minutes, not hours: only when asked for, as a call of
     # its own (GPU_CHECK_STEPS=photo). About 1M more train400 patches from the shipped weights (this CPU gives 25 a
     # second), then its Set12 and BSD68 figures; the checkpoint comes back under $OUT/photo/, and a run cut off by
     # the limit leaves its --resume state there. Ship it only if its held-out validation PSNR beats the card's.
