@@ -242,8 +242,9 @@ def paired_ratio(numerator: Point, denominator: Point) -> tuple[float, float, fl
     Each round runs the variants one after the other, a few runs apart, so a ratio within a round cancels a
     slow stretch of the machine that a ratio of the two fastest runs (each from any round) does not: on a
     VM whose speed drifts between rounds, this is the comparison to read, and the interval says how far
-    the rounds let it be trusted. Plain numpy: scipy's ``bootstrap`` would make scipy a dependency of the
-    benchmarks for five lines."""
+    the rounds let it be trusted. Plain numpy: the study's ``training.study.stats.bootstrap`` intervals a
+    difference of means over images and seeds, not a median of ratios, and scipy's would make scipy a
+    dependency of the benchmarks for five lines."""
     if len(numerator.rounds) != len(denominator.rounds) or len(numerator.rounds) < 2 or 0 in denominator.rounds:
         return None
     ratios = np.array(numerator.rounds) / np.array(denominator.rounds)

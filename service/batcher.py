@@ -17,8 +17,8 @@ And a request that finds the model idle, with nothing queued and nobody on the w
 the worker altogether (``predict``): it is a batch of one at once, as if there were no batcher. One alone in
 the whole worker even after a look around gets every core (``run_alone``), and when its model is in the child
 process it runs on the event loop itself, as the naive per-request server does (``alone_on_loop``): with
-nothing else to serve, the loop would only wait for it, and the hop to the child and back cost a quarter of
-the throughput at one connection (0.75–0.78× the naive peer in the serving benchmark, with the hop).
+nothing else to serve, the loop would only wait for it, and the hop to the child and back (docs/benchmarks.md,
+"Serving costs") cost about a quarter of the throughput at one connection.
 """
 
 from __future__ import annotations
@@ -158,9 +158,8 @@ class DynamicBatcher:
         self.name = name
         self._run_batch = run_batch
         self._executor = executor  # None: forwards run on the event loop, after a look around (``_look_around``)
-        # What computes a request alone in the worker (every core: run_alone; without it, run_batch on the
-        # event loop and no alone path at all with an executor), and whether on the event loop rather than in
-        # the executor.
+        # What computes a request alone in the worker: run_alone (every core) when given; without it, run_batch
+        # on the event loop, and no alone path at all with an executor. And whether it runs on the event loop.
         self._run_alone = run_alone or (run_batch if executor is None else None)
         self._alone_on_loop = executor is None or alone_on_loop
         self.max_batch_size = max_batch_size

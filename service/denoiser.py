@@ -220,8 +220,8 @@ class Denoiser:
 
         Not warmed: the server's own copy of a model that runs in the child, which a request alone in the
         worker runs on the event loop. Warming it from the inference thread, at every core, left the event
-        loop's later forwards about a quarter slower at one connection (6 interleaved wrk rounds, 88–121 vs
-        121–161 requests/s for conv-blind); its first request builds its kernels instead."""
+        loop's later forwards about a quarter slower at one connection; its first request builds its kernels
+        instead."""
         height, width = self.input_size or NOMINAL_SIZE
         shapes = [((height, width), size) for size in batch_sizes]
         if tile and self.input_size is None:

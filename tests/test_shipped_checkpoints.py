@@ -115,13 +115,17 @@ def train_all_commands() -> dict[str, list[str]]:
     }
 
 
+# What a recipe decides, compared between a card and checkpoints/train_all.sh.
+RECIPE_KEYS = ("dataset", "arch", "noise", "epochs", "batch_size", "lr", "schedule", "seed")
+
+
 @pytest.mark.parametrize("name", SHIPPED_MODELS)
 def test_train_all_retrains_each_card_recipe(name: str) -> None:
     """Compared on meaning, not text: the cards predate ``--arch-arg`` (the conv ones say ``--channels 24``)."""
     _, card = load_checkpoint(CHECKPOINT_DIR / name)
     cfg = train_config(train_all_commands()[name])
     recorded = card.training["config"]
-    for key in ("dataset", "arch", "noise", "epochs", "batch_size", "lr", "schedule", "seed", "limit"):
+    for key in (*RECIPE_KEYS, "limit"):
         assert recorded[key] == getattr(cfg, key), key
     for key in ("patch_size", "val_images"):
         assert recorded.get(key, getattr(cfg, key)) == getattr(cfg, key), key
@@ -140,7 +144,7 @@ def test_train_all_retrains_every_earlier_stage_of_a_fine_tuned_card(name: str) 
     while record is not None:
         stage = Path(train_config(commands[name]).init_from or "").name  # the stage the script fine-tunes from
         recorded, recipe = train_config(shlex.split(record["command"])[1:]), train_config(commands[stage])
-        for key in ("dataset", "arch", "noise", "epochs", "batch_size", "patch_size", "lr", "schedule", "seed"):
+        for key in (*RECIPE_KEYS, "patch_size"):
             assert getattr(recorded, key) == getattr(recipe, key), (stage, key)
         assert Path(recorded.init_from or "").name == Path(recipe.init_from or "").name, stage
         name, record = stage, record.get("init_from")
