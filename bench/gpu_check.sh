@@ -6,6 +6,7 @@
 #   device run, carry [".whl"]:  bash bench/gpu_check.sh        # results under $OUT (default ./gpu-out)
 #   GPU_CHECK_STEPS="cuda suite" bash bench/gpu_check.sh         # only some steps
 #   GPU_CHECK_STEPS=photo bash bench/gpu_check.sh                 # photo-blind trained further, then scored
+#   GPU_CHECK_STEPS=study bash bench/gpu_check.sh                 # the study's missing U-Nets, trained
 #   OUT=/tmp/gpu PYTHON=.venv/bin/python bash bench/gpu_check.sh   # the rehearsal on a CPU
 #
 # Steps, in order of what a short lease must not miss: machine facts, the `cuda` tests, the whole suite
@@ -76,7 +77,13 @@ if [ "$CUDA" = 1 ]; then
         --out "$2/photo/photo-blind" --log-every 100
         for set in set12 bsd68; do "$0" -m training eval --checkpoint "$2/photo/photo-blind" --dataset "$set" \
             --data-root "$1" --write-card; done' "$PYTHON" "$DATA_ROOT" "$OUT"
+    # The study's MNIST U-Nets (every seed the committed cache lacks), trained where each takes a minute rather
+    # than 35: only when asked for (GPU_CHECK_STEPS=study). They come back under $OUT/study/; copy the new ones
+    # into cache/study/ and commit them. conv-blind-fashion's seeds stay on the CPU: Fashion-MNIST is not carried.
+    step study 480 bash -c 'set -e; mkdir -p "$2/study"; cp cache/study/conv-* "$2/study/" 2>/dev/null || true
+        "$0" -m training report --data-root "$1" --device cuda --cache "$2/study" \
+            --train-only conv-gaussian conv-salt-pepper conv-masking conv-level conv-blind' "$PYTHON" "$DATA_ROOT" "$OUT"
 else
-    echo "train, serve, photo: skipped (no CUDA here)" | tee -a "$OUT/steps.txt"
+    echo "train, serve, photo, study: skipped (no CUDA here)" | tee -a "$OUT/steps.txt"
 fi
 cat "$OUT/steps.txt"

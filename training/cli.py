@@ -212,7 +212,6 @@ def report_main(argv: list[str] | None = None) -> int:
     for option in ("train_seeds", "noise_seeds"):
         if getattr(args, option) is not None and getattr(args, option) < 1:
             p.error(f"--{option.replace('_', '-')} must be 1 or more")
-    from training.report import run_report
     from training.study.config import StudyConfig
 
     cfg = StudyConfig(
@@ -222,7 +221,18 @@ def report_main(argv: list[str] | None = None) -> int:
         command=shlex.join(["dae-report", *(sys.argv[1:] if argv is None else argv)]),
     )  # fmt: skip
     try:
-        run_report(cfg)
+        if cfg.train_only:
+            from training.study.zoo import train_into_cache  # torch alone: no study extra needed to train
+
+            train_into_cache(cfg)
+        else:
+            try:
+                from training.report import run_report
+            except ImportError as exc:
+                print(f"dae-report: error: the report needs the study extra ({exc}): pip install -e '.[study]'",
+                      file=sys.stderr)  # fmt: skip
+                return 2
+            run_report(cfg)
     except (CheckpointError, DataError, RuntimeError) as exc:
         print(f"dae-report: error: {exc}", file=sys.stderr)
         return 2

@@ -27,7 +27,7 @@ from training.study.log import ProgressLog
 from training.study.markdown import Section, Table, render_report, seeds_note
 from training.study.scoring import Scorer, TestSet
 from training.study.universal import universal_section
-from training.study.zoo import SPECS, ModelZoo, seeded
+from training.study.zoo import SPECS, ModelZoo, seeded, train_into_cache
 from training.train import device_name
 
 SECTIONS: tuple[Callable[[sections.Study], Section], ...] = (
@@ -115,8 +115,9 @@ def preamble(cfg: StudyConfig, zoo: ModelZoo, total: float, training: float) -> 
         "which images (the whole test split, or a fixed sample of it).\n"
         f"- Noise is drawn from fixed seeds ({seeds_note(cfg.eval_seeds, len(cfg.seeds))}), the first exactly as "
         "`dae-eval` draws it, so every model in a table denoises the very same noisy images. Each model is "
-        "trained with every training seed (seed 0 of a shipped model is the shipped checkpoint); a cell is the mean "
-        "over images, noise seeds and training seeds, with ± the spread across training seeds.\n"
+        "trained with every training seed (seed 0 of a shipped model is the shipped checkpoint), and training seed "
+        "k is scored on the k-th noise draw (seed 0 on `dae-eval`'s, so its numbers are the cards'); a cell is the "
+        "mean over images and training seeds, with ± the spread across training seeds.\n"
         "- Every difference a finding draws a conclusion from carries a 95% paired-bootstrap interval "
         "(`+1.20 dB [+0.98, +1.41]`), resampled over the test images and the training seeds. A method is called "
         "best, or said to beat another, only when that interval excludes 0; otherwise the two are "
@@ -147,12 +148,12 @@ def build_study(cfg: StudyConfig, zoo: ModelZoo, log: ProgressLog) -> sections.S
 def run_report(cfg: StudyConfig) -> Path:
     """Run the whole study and write the report; returns its path."""
     log = ProgressLog()
+    if cfg.train_only:
+        train_into_cache(cfg, log)
+        return cfg.model_cache
     log(f"dae-report: {'quick' if cfg.quick else 'full'} run on {cfg.data_root}, report {cfg.out}")
     zoo = ModelZoo(cfg, log)
-    zoo.prepare(cfg.train_only)
-    if cfg.train_only:
-        log(f"trained or found {len(zoo.provenance)} model seed(s) in {cfg.model_cache}; no report (--train-only)")
-        return cfg.model_cache
+    zoo.prepare()
     zoo.adopt_shipped(PHOTO_MODEL)  # for the out-of-domain section, when shipped
     timings = [("prepare models (train what is missing)", log.elapsed())]
     study = build_study(cfg, zoo, log)

@@ -50,7 +50,7 @@ class Scale:
 CONV = Recipe(20, 128, 2e-3, "cosine", {"channels": 24})
 FULL = Scale(
     recipes={"mlp": Recipe(10, 128, 1e-3), "conv": CONV, "conv-level": CONV},
-    train_limit=None, test_limit=None, classical_sample=1000, tuning_images=200, probe_train_limit=None,
+    train_limit=None, test_limit=None, classical_sample=500, tuning_images=200, probe_train_limit=None,
     probe_labels_per_class=(10, 100), probe_draws=5,
     figure_digits=10, train_seeds=3, noise_seeds=3, timing_repeats=20, timing_batch=64,
 )  # fmt: skip

@@ -59,18 +59,19 @@ def run_passes(
 def iterative_study(
     scorer: Scorer, test: TestSet, keep: int, model: str = ITERATIVE_MODEL, noise: Noise = ITERATIVE_NOISE
 ) -> IterativeResult:
-    """Every training seed of ``model`` on every noise seed; the examples are seed 0's on the first draw."""
+    """Every training seed of ``model`` on its noise draws (``Scorer.draws``); the examples are seed 0's on the
+    first draw."""
     scores, examples = {}, {}
     for variant in VARIANTS:
         by_seed = [
-            [run_passes(scorer, test, variant == "renoised", name, noise, seed, keep) for seed in scorer.noise_seeds]
-            for name in scorer.seeds_of(model)
+            [run_passes(scorer, test, variant == "renoised", str(name), noise, seed, keep) for seed in seeds]
+            for name, seeds in scorer.draws(model)
         ]
         examples[variant] = by_seed[0][0][1]
         scores[variant] = [
-            Score.from_runs(
-                np.array([[runs[k][0] for runs, _ in draws] for draws in by_seed]),
-                np.array([[runs[k][1] for runs, _ in draws] for draws in by_seed]),
+            Score.from_draws(
+                [[runs[k][0] for runs, _ in draws] for draws in by_seed],
+                [[runs[k][1] for runs, _ in draws] for draws in by_seed],
             )
             for k in range(PASSES)
         ]

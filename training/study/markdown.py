@@ -13,7 +13,7 @@ from training.evaluate import EVAL_SEED
 from training.study.scoring import Score, TestSet
 
 CELL_NOTE = (
-    "each cell: mean PSNR (dB) / mean SSIM over the images, noise seeds and training seeds (± the standard "
+    "each cell: mean PSNR (dB) / mean SSIM over the images and training seeds, each on its noise draws (± the standard "
     "deviation of the PSNR across training seeds, where there are several)"
 )
 
@@ -53,7 +53,10 @@ def seeds_note(noise_seeds: Sequence[int], train_seeds: int) -> str:
     drawn = (
         f"noise seed {noise_seeds[0]}" if len(noise_seeds) == 1 else f"noise seeds {', '.join(map(str, noise_seeds))}"
     )
-    return drawn + (f"; {train_seeds} training seeds per model" if train_seeds > 1 else "; one training seed per model")
+    if train_seeds == 1:
+        return drawn + "; one training seed per model"
+    paired = "; training seed k on the k-th draw, a one-seed model and the noisy input on every draw"
+    return drawn + f"; {train_seeds} training seeds per model" + (paired if len(noise_seeds) > 1 else "")
 
 
 def caption(

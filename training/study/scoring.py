@@ -3,7 +3,7 @@
 Single-type noise is drawn exactly as ``dae-eval`` draws it (``training.evaluate.make_noisy``), so with the
 first noise seed the study's numbers equal the ones in the model cards. Every model in a table sees the
 very same noisy images: noise depends only on the condition and the seed, never on the model. A score keeps
-its per-image values (averaged over the noise seeds, one row per training seed) for the paired bootstrap.
+its per-image values (one row per training seed, averaged over that seed's noise draws) for the paired bootstrap.
 """
 
 from __future__ import annotations
@@ -82,7 +82,7 @@ REFERENCE_NOISES = (GAUSSIAN, SALT_PEPPER, MASKING)  # the reference defaults, o
 class Score:
     """Mean PSNR (dB) and mean SSIM over the images of a test set, seeds and noise draws.
 
-    ``psnr_images``/``ssim_images``: (training seeds, images), each value averaged over the noise seeds;
+    ``psnr_images``/``ssim_images``: (training seeds, images), each value averaged over the draws that seed met;
     ``seed_sd``: the standard deviation of the mean PSNR across training seeds (None for one seed).
     """
 
@@ -104,6 +104,15 @@ class Score:
         per_seed = psnr_images.mean(axis=1)
         sd = float(per_seed.std(ddof=1)) if len(per_seed) > 1 else None
         return cls(float(psnr_images.mean()), float(ssim_images.mean()), psnr_images, ssim_images, sd)
+
+    @classmethod
+    def from_draws(cls, psnr: Sequence[Sequence[np.ndarray]], ssim: Sequence[Sequence[np.ndarray]]) -> Score:
+        """From per-image values by training seed, then by the draws that seed met (their counts may differ)."""
+
+        def by_seed(runs: Sequence[Sequence[np.ndarray]]) -> np.ndarray:
+            return np.stack([np.mean(draws, axis=0) for draws in runs])[:, None]
+
+        return cls.from_runs(by_seed(psnr), by_seed(ssim))
 
     @property
     def seeds(self) -> int:
@@ -201,7 +210,7 @@ class Scorer:
     """Scores of models (or of the noisy input itself) on a test set, each computed once per run.
 
     ``seeds_of`` names every training seed of a model (``mlp-mixed`` → ``mlp-mixed``, ``mlp-mixed@s1`` …);
-    a score covers all of them and every noise seed.
+    a score covers all of them and every noise seed (``draws`` pairs them).
     """
 
     NOISY_CACHE = 4  # the noisy images of the last few (condition, seed): every model of a column reuses them
@@ -224,17 +233,30 @@ class Scorer:
             self._noisy[key] = test.noisy(noise, seed)
         return self._noisy[key]
 
+    def draws(self, model: str | None) -> list[tuple[str | None, list[int]]]:
+        """Which noise draws score each training seed of ``model`` (``None``: the noisy input), seed 0 first.
+
+        Training seed k meets the k-th draw, cycling where the counts differ: three seeds on three draws cost
+        three runs rather than nine, and each seed still meets noise the others do not. A model with one seed,
+        and the noisy input, meet every draw. Seed 0 meets the first draw, ``dae-eval``'s, as in the cards.
+        """
+        names: list[str | None] = [None] if model is None else list(self.seeds_of(model))
+        seeds: dict[str | None, list[int]] = {name: [] for name in names}
+        for run in range(max(len(names), len(self.noise_seeds))):
+            seeds[names[run % len(names)]].append(self.noise_seeds[run % len(self.noise_seeds)])
+        return list(seeds.items())
+
     def score(self, model: str | None, test: TestSet, noise: Noise) -> Score:
         """``model=None`` scores the noisy input: the baseline every denoiser has to beat."""
         key = (model or "", test.describe(), noise)
         if key not in self._scores:
-            names: Sequence[str | None] = [None] if model is None else self.seeds_of(model)
-            psnr, ssim = [], []
-            for name in names:
-                runs = [self._run(name, self.noisy(test, noise, seed), noise, test.clean) for seed in self.noise_seeds]
-                psnr.append([p for p, _ in runs])
-                ssim.append([s for _, s in runs])
-            self._scores[key] = Score.from_runs(np.array(psnr), np.array(ssim))
+            runs = [
+                [self._run(name, self.noisy(test, noise, seed), noise, test.clean) for seed in seeds]
+                for name, seeds in self.draws(model)
+            ]
+            self._scores[key] = Score.from_draws(
+                [[p for p, _ in draws] for draws in runs], [[s for _, s in draws] for draws in runs]
+            )
         return self._scores[key]
 
     def _run(

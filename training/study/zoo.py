@@ -23,7 +23,7 @@ from models.checkpoint import CheckpointError, ModelCard, checkpoint_paths, load
 from models.device import resolve_device
 from training.study.config import StudyConfig
 from training.study.level_aware import train_level_aware
-from training.study.log import LogFn
+from training.study.log import LogFn, ProgressLog
 from training.train import TrainConfig, train
 
 SIGMAS = (0.1, 0.2, 0.3, 0.4, 0.5)
@@ -80,6 +80,11 @@ def seeded(name: str, seed: int) -> str:
 
 def base_name(name: str) -> str:
     return name.split(SEED_MARK)[0]
+
+
+def seed_of(name: str) -> int:
+    """The training seed in a seed's name (``mlp-mixed@s2`` → 2; the plain name is seed 0)."""
+    return int(name.split(SEED_MARK)[1]) if SEED_MARK in name else 0
 
 
 def max_trained_level(noise: str, dataset: str = "mnist") -> float:
@@ -165,7 +170,7 @@ class ModelZoo:
             check_same_recipe(shipped, self.recipe(spec, shipped.path, seed))
         path = self.cfg.model_cache / name
         recipe = self.recipe(spec, path, seed)
-        cached = self._cached_card(path, recipe)
+        cached = self.cached_card(path, recipe)
         if cached is not None:
             self.log(f"model {name}: found in the cache ({path})")
             return Provenance(name, "cache", path, cached, seed)
@@ -195,7 +200,7 @@ class ModelZoo:
         return cfg
 
     @staticmethod
-    def _cached_card(path: Path, recipe: TrainConfig) -> ModelCard | None:
+    def cached_card(path: Path, recipe: TrainConfig) -> ModelCard | None:
         """The cached model's card if it was trained with exactly this recipe, else None (retrain).
 
         The architecture's arguments are compared as the card's ``hyperparameters`` (what the model was
@@ -243,3 +248,16 @@ def train_command(cfg: TrainConfig) -> str:
     if cfg.limit:
         args += ["--limit", str(cfg.limit)]
     return shlex.join([*args, "--seed", str(cfg.seed), "--device", cfg.device, "--out", cfg.out])
+
+
+def train_into_cache(cfg: StudyConfig, log: LogFn | None = None) -> dict[str, Provenance]:
+    """``dae-report --train-only``: every seed of the named models, found in the cache or trained into it.
+
+    It needs torch alone, not the ``study`` extra, so a machine with PyTorch and nothing else (a lent GPU) can
+    train the study's U-Nets for a later report.
+    """
+    log = log or ProgressLog()
+    zoo = ModelZoo(cfg, log)
+    zoo.prepare(cfg.train_only)
+    log(f"trained or found {len(zoo.provenance)} model seed(s) in {cfg.model_cache}; no report (--train-only)")
+    return zoo.provenance
