@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import warnings
 
 import torch
 
@@ -32,6 +33,12 @@ def ssim_per_image(output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     # service, which never computes SSIM per request, should not pay in every worker.
     from torchmetrics.functional.image import structural_similarity_index_measure
 
-    ssim = structural_similarity_index_measure(output.float(), target.float(), data_range=1.0, reduction="none")
+    # On the CPU, oneDNN's grouped convolution (the Gaussian window over SSIM's five maps) is slower than ATen's
+    # own kernel, with the same values: it is switched off for this call. The switch is process-wide, which is
+    # why only offline evaluation computes SSIM; its context manager also warns about TF32, which CPUs lack.
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*TF32", category=UserWarning)
+        with torch.backends.mkldnn.flags(enabled=output.device.type != "cpu"):
+            ssim = structural_similarity_index_measure(output.float(), target.float(), data_range=1.0, reduction="none")
     assert isinstance(ssim, torch.Tensor)
     return ssim

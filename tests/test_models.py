@@ -74,3 +74,23 @@ def test_metrics_per_image() -> None:
     assert psnr_per_image(clean, clean).max() == 100.0  # a perfect copy is capped, not infinite
     ssim = ssim_per_image(noisy, clean)
     assert ssim.shape == (4,) and torch.all(ssim < 1) and torch.allclose(ssim_per_image(clean, clean), torch.ones(4))
+
+
+def test_ssim_is_scikit_images_over_the_whole_image_and_leaves_onednn_as_it_was(
+    mnist_test_images: torch.Tensor,
+) -> None:
+    from skimage.metrics import structural_similarity
+
+    clean = mnist_test_images[:8].unsqueeze(1).float() / 255
+    noisy = (clean + 0.3 * torch.randn(clean.shape, generator=torch.Generator().manual_seed(0))).clamp(0, 1)
+    ours = ssim_per_image(noisy, clean)
+    # Wang et al.'s Gaussian-window SSIM map as scikit-image computes it, averaged over the whole image as
+    # torchmetrics does (scikit-image's own mean leaves out a 5-pixel border: most of a 28×28 digit's background)
+    maps = [
+        structural_similarity(n[0].double().numpy(), c[0].double().numpy(), data_range=1.0, gaussian_weights=True,
+                              sigma=1.5, use_sample_covariance=False, full=True)[1]
+        for n, c in zip(noisy, clean, strict=True)
+    ]  # fmt: skip
+    reference = torch.tensor([m.mean() for m in maps], dtype=torch.float32)
+    assert torch.allclose(ours, reference, atol=0.01), (ours, reference)  # the borders differ: reflect vs mirror
+    assert torch.backends.mkldnn.enabled  # switched off for the call only
