@@ -41,3 +41,11 @@ def dtype_name(dtype: torch.dtype) -> str:
 def is_convolutional(model: nn.Module) -> bool:
     """Whether ``model`` has a convolution: channels-last memory and bf16 pay off for it, and its forward is long."""
     return any(isinstance(m, nn.Conv2d) for m in model.modules())
+
+
+def channels_last_if_convolutional(model: nn.Module) -> nn.Module:
+    """The model with channels-last weights if it has convolutions (in place; the same values in another layout).
+
+    Channels-last weights are what let oneDNN and cuDNN pick their NHWC convolution kernels, the fast ones.
+    """
+    return model.to(memory_format=torch.channels_last) if is_convolutional(model) else model

@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from models.checkpoint import CheckpointError, ModelCard, find_checkpoints, load_checkpoint
-from models.device import dtype_name, is_convolutional, resolve_device
+from models.device import channels_last_if_convolutional, dtype_name, resolve_device
 from service import metrics
 from service.batcher import Arrivals, ArrivalToken, DynamicBatcher
 from service.denoiser import Denoised, Denoiser
@@ -44,8 +44,8 @@ class StartupError(Exception):
 
 def prepare_for_serving(model: nn.Module, device: torch.device) -> nn.Module:
     """Channels-last weights for a convolutional model on CPU: oneDNN's convolutions run about a fifth faster."""
-    if device.type == "cpu" and is_convolutional(model):
-        model = model.to(memory_format=torch.channels_last)
+    if device.type == "cpu":
+        model = channels_last_if_convolutional(model)
     return model.eval().requires_grad_(False)
 
 

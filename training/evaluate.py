@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from models.corruptions import corrupt, make_generator
-from models.device import is_convolutional
+from models.device import channels_last_if_convolutional
 from models.metrics import mse_per_image, psnr_per_image, ssim_per_image
 
 # The panel every shipped card reports: the reference defaults, plus a light and a heavy Gaussian.
@@ -35,10 +35,7 @@ def to_float_batch(images: torch.Tensor) -> torch.Tensor:
 
 @torch.inference_mode()
 def denoise_in_batches(model: nn.Module, noisy: torch.Tensor, batch_size: int = 1000) -> torch.Tensor:
-    if is_convolutional(model):
-        # Channels-last weights are what let oneDNN (and cuDNN) pick their NHWC kernels, as in training and
-        # serving: the same values in another layout, changed in place once, and the forward far faster.
-        model.to(memory_format=torch.channels_last)
+    channels_last_if_convolutional(model)  # as in training and serving
     device = next(model.parameters()).device
     outputs = [model(chunk.to(device)).float().cpu() for chunk in noisy.split(batch_size)]
     return torch.cat(outputs)

@@ -27,7 +27,7 @@ from training.study.log import ProgressLog
 from training.study.markdown import Section, Table, render_report, seeds_note
 from training.study.scoring import Scorer, TestSet
 from training.study.universal import universal_section
-from training.study.zoo import SPECS, ModelZoo, seeded, train_into_cache
+from training.study.zoo import SPECS, ModelZoo, seeded
 from training.train import device_name
 
 SECTIONS: tuple[Callable[[sections.Study], Section], ...] = (
@@ -146,11 +146,8 @@ def build_study(cfg: StudyConfig, zoo: ModelZoo, log: ProgressLog) -> sections.S
 
 
 def run_report(cfg: StudyConfig) -> Path:
-    """Run the whole study and write the report; returns its path."""
+    """Run the whole study and write the report; returns its path (``--train-only`` is ``train_into_cache``'s)."""
     log = ProgressLog()
-    if cfg.train_only:
-        train_into_cache(cfg, log)
-        return cfg.model_cache
     log(f"dae-report: {'quick' if cfg.quick else 'full'} run on {cfg.data_root}, report {cfg.out}")
     zoo = ModelZoo(cfg, log)
     zoo.prepare()

@@ -31,7 +31,7 @@ from tqdm import tqdm
 from models.architectures import create_model, list_models
 from models.checkpoint import ModelCard, checkpoint_paths, load_checkpoint, save_checkpoint
 from models.corruptions import DEFAULT_LEVELS, NOISE_TYPES, corrupt, make_generator, validate_level
-from models.device import is_convolutional, resolve_device
+from models.device import channels_last_if_convolutional, is_convolutional, resolve_device
 from models.metrics import psnr_per_image
 from training.batches import Batches, PatchBatches, WholeImageBatches, size_groups
 from training.data import DATASETS, holdout_split, load_split
@@ -246,10 +246,8 @@ def train(cfg: TrainConfig) -> ModelCard | None:
     train_images, val_images = load_train_images(cfg, device)
     batches = make_batches(cfg, train_images, info, device)
 
-    model = build_model(cfg).to(device)
+    model = channels_last_if_convolutional(build_model(cfg).to(device))
     channels_last = is_convolutional(model)  # decided by what the model is, not by its name
-    if channels_last:
-        model = model.to(memory_format=torch.channels_last)
     init_record = initialise_from(model, cfg.init_from) if cfg.init_from else None
     optimizer = make_optimizer(model, cfg.lr)
     state_path = Path(cfg.out + ".resume")

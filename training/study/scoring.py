@@ -95,24 +95,16 @@ class Score:
     @classmethod
     def of(cls, output: torch.Tensor, clean: torch.Tensor) -> Score:
         psnr, ssim = per_image(output, clean)
-        return cls.from_runs(psnr[None, None], ssim[None, None])
-
-    @classmethod
-    def from_runs(cls, psnr: np.ndarray, ssim: np.ndarray) -> Score:
-        """From per-image values shaped (training seeds, noise seeds, images)."""
-        psnr_images, ssim_images = psnr.mean(axis=1), ssim.mean(axis=1)
-        per_seed = psnr_images.mean(axis=1)
-        sd = float(per_seed.std(ddof=1)) if len(per_seed) > 1 else None
-        return cls(float(psnr_images.mean()), float(ssim_images.mean()), psnr_images, ssim_images, sd)
+        return cls.from_draws([[psnr]], [[ssim]])
 
     @classmethod
     def from_draws(cls, psnr: Sequence[Sequence[np.ndarray]], ssim: Sequence[Sequence[np.ndarray]]) -> Score:
         """From per-image values by training seed, then by the draws that seed met (their counts may differ)."""
-
-        def by_seed(runs: Sequence[Sequence[np.ndarray]]) -> np.ndarray:
-            return np.stack([np.mean(draws, axis=0) for draws in runs])[:, None]
-
-        return cls.from_runs(by_seed(psnr), by_seed(ssim))
+        psnr_images = np.stack([np.mean(draws, axis=0) for draws in psnr])
+        ssim_images = np.stack([np.mean(draws, axis=0) for draws in ssim])
+        per_seed = psnr_images.mean(axis=1)
+        sd = float(per_seed.std(ddof=1)) if len(per_seed) > 1 else None
+        return cls(float(psnr_images.mean()), float(ssim_images.mean()), psnr_images, ssim_images, sd)
 
     @property
     def seeds(self) -> int:
