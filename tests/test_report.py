@@ -18,10 +18,12 @@ from PIL import Image
 from models.checkpoint import load_checkpoint
 from tests.conftest import FIXTURE_ROOT
 from training.cli import report_main
+from training.data import load_split
+from training.study import classical
 from training.study.config import StudyConfig
 from training.study.domains import photo_crops, sklearn_digits
 from training.study.markdown import delta_db
-from training.study.scoring import GAUSSIAN, Noise, Scorer
+from training.study.scoring import GAUSSIAN, Noise, Score, Scorer
 from training.study.scoring import TestSet as StudyTestSet
 from training.study.zoo import SPEC_BY_NAME, SPECS, ModelZoo, base_name, seed_of
 
@@ -151,6 +153,17 @@ def test_a_sample_holds_the_same_noisy_pixels_as_the_whole_split(mnist_test_imag
     assert torch.equal(full.noisy(combined), full.noisy(combined)), "noise is a function of the seed alone"
 
 
+def test_the_median_window_is_tuned_on_train_images_and_widens_with_the_noise() -> None:
+    images, _ = load_split("mnist", "train", FIXTURE_ROOT)
+    clean = (images[:200].float() / 255).unsqueeze(1)
+    light, heavy = (classical.tune("median", Noise.of("salt_pepper", p), clean, 1) for p in (0.1, 0.7))
+    assert light.params["size"] < heavy.params["size"], (light.describe(), heavy.describe())
+    assert heavy.train_psnr is not None and light.train_psnr is not None
+    noisy = Noise.of("salt_pepper", 0.7).apply(clean, classical.TUNING_SEED)
+    three = classical.run("median", noisy, heavy.sigma, 1, {"size": 3})
+    assert heavy.train_psnr > Score.of(three, clean).psnr + 0.5, "the wider window must pay off where it is chosen"
+
+
 def test_differences_are_signed_so_they_never_read_as_table_values() -> None:
     assert delta_db(1.234) == "+1.23 dB" and delta_db(-0.5) == "−0.50 dB"
     assert not ABSOLUTE_DB.findall(f"by {delta_db(-0.5)}")
@@ -240,6 +253,7 @@ def without_study_extra(name, *args, **kwargs):
     return real_import(name, *args, **kwargs)
 builtins.__import__ = without_study_extra
 from training.cli import report_main
+from training.data import load_split
 sys.exit(report_main(sys.argv[1:]))
 """
 

@@ -6,7 +6,7 @@ with the chosen setting.
 
 - BM3D (the ``bm3d`` package) is given the noise σ: σ/255 itself for Gaussian noise; for salt & pepper and
   masking, which it was not made for, the standard deviation of (noisy − clean) over the tuning images.
-- The classical filters of the study (``training.study.classical``: 3×3 median, Gaussian blur, total
+- The classical filters of the study (``training.study.classical``: median, Gaussian blur, total
   variation, non-local means) each have their setting picked from the study's grid by mean PSNR on the
   tuning images, per noise; the filter with the best tuned train400 PSNR is the one run on the test set,
   and reported with its setting (non-local means gets the same σ as BM3D; its ``h`` is a multiple of it).
@@ -34,7 +34,7 @@ from training.photos import image_files, photo_folder, read_gray
 from training.study.classical import GRIDS, METHODS, TUNING_SEED
 
 TUNING_IMAGES = 6
-FILTERS = ("median 3×3", "Gaussian blur", "total variation", "non-local means")  # the study's, less BM3D
+FILTERS = ("median", "Gaussian blur", "total variation", "non-local means")  # the study's, less BM3D
 PROGRESS_EVERY_S = 15.0
 
 

@@ -282,15 +282,15 @@ def classical_section(study: Study) -> Section:
     return Section(
         "classical",
         "Classical denoisers",
-        "How do the autoencoders compare with 3×3 median, Gaussian blur, total variation, non-local means and BM3D "
-        "on the same noisy test images?",
+        "How do the autoencoders compare with a median filter, Gaussian blur, total variation, non-local means and "
+        "BM3D on the same noisy test images?",
         [scores, tuned],
         [Figure("classical.png", "One test digit under each noise (rows) and each denoiser (columns), with its PSNR.")],
         findings.classical(result, specialist),
     )
 
 
-SHORT_ROWS = {NOISY: "noisy", "median 3×3": "median", "Gaussian blur": "blur", "total variation": "TV",
+SHORT_ROWS = {NOISY: "noisy", "median": "median", "Gaussian blur": "blur", "total variation": "TV",
               "non-local means": "NLM", classical.MODEL_ROWS[0]: "MLP specialist"}  # fmt: skip
 
 
