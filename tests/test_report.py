@@ -253,7 +253,6 @@ def without_study_extra(name, *args, **kwargs):
     return real_import(name, *args, **kwargs)
 builtins.__import__ = without_study_extra
 from training.cli import report_main
-from training.data import load_split
 sys.exit(report_main(sys.argv[1:]))
 """
 
