@@ -73,6 +73,20 @@ def test_conv_run_on_fashion_writes_a_model_for_any_size(tmp_path: Path) -> None
         assert model(torch.rand(1, 1, 37, 50)).shape == (1, 1, 37, 50)
 
 
+def test_bf16_on_a_cpu_is_opt_in_and_learns_as_well_as_float32(tmp_path: Path) -> None:
+    args = [*QUICK, "--arch", "conv", "--arch-arg", "channels=8", "--noise", "gaussian", "--epochs", "3"]
+    assert train_main([*args, "--out", str(tmp_path / "auto")]) == 0
+    assert train_main([*args, "--precision", "bfloat16", "--out", str(tmp_path / "bf16")]) == 0
+    auto, bf16 = card_of(tmp_path / "auto")["training"], card_of(tmp_path / "bf16")["training"]
+    assert auto["precision"] == "float32", "auto keeps a CPU in float32, the numerics every CPU card records"
+    assert bf16["precision"] == "bfloat16" and bf16["config"]["precision"] == "bfloat16"
+    # Same seed, same data, same noise: autocast's bf16 forward must learn what float32 learns.
+    assert bf16["history"][-1]["val_psnr_db"] > bf16["history"][0]["val_psnr_db"]
+    assert abs(bf16["val_psnr_db"] - auto["val_psnr_db"]) < 0.5, (bf16["val_psnr_db"], auto["val_psnr_db"])
+    model, _ = load_checkpoint(tmp_path / "bf16")
+    assert all(p.dtype == torch.float32 for p in model.parameters()), "weights stay float32 under autocast"
+
+
 def test_arch_args_reach_the_model_and_its_card(tmp_path: Path) -> None:
     out = tmp_path / "unet"
     args = [*QUICK, "--arch", "conv", "--arch-arg", "channels=4", "--arch-arg", "depth=1", "--epochs", "1"]
@@ -340,7 +354,7 @@ def test_cuda_training_with_bf16_lowers_validation_loss_and_loads_on_cpu(tmp_pat
     args = [*QUICK, "--arch", "conv", "--arch-arg", "channels=8", "--epochs", "4", "--device", "cuda"]
     assert train_main([*args, "--out", str(out)]) == 0
     card = card_of(out)
-    assert card["training"]["device"].startswith("cuda")
+    assert card["training"]["device"].startswith("cuda") and card["training"]["precision"] == "bfloat16"
     history = card["training"]["history"]
     assert history[-1]["train_loss"] < history[0]["train_loss"]
     gpu_model, _ = load_checkpoint(out, "cuda")

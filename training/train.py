@@ -98,6 +98,15 @@ class TrainConfig:
         metadata={"help": "checkpoint path (stem; .safetensors and .json are written)", "required": True},
     )
     device: str = field(default="auto", metadata={"help": "auto, cpu, cuda or cuda:N"})
+    precision: str = field(
+        default="auto",
+        metadata={
+            "help": "the forward's compute precision under autocast (weights and optimizer stay float32); auto: "
+            "bfloat16 on CUDA, float32 on a CPU; bfloat16 on a CPU with native bf16 (AMX, AVX-512-BF16) trains a "
+            "U-Net 3-4x faster",
+            "choices": ("auto", "float32", "bfloat16"),
+        },
+    )
     resume: bool = field(default=False, metadata={"help": "continue an interrupted run from its saved state"})
     init_from: str | None = field(
         default=None,
@@ -174,6 +183,17 @@ def make_optimizer(model: nn.Module, lr: float) -> torch.optim.Optimizer:
         return torch.optim.Adam(model.parameters(), lr=lr, fused=True)
     except (RuntimeError, TypeError):
         return torch.optim.Adam(model.parameters(), lr=lr, foreach=True)
+
+
+def training_dtype(precision: str, device: torch.device) -> torch.dtype:
+    """The autocast precision of the forward: ``auto`` keeps a CPU in float32, whose results every card so far
+    records (bf16 there is opt-in: 3-4x faster on AMX for a U-Net, measured, but not the shipped recipes' numerics).
+    """
+    if precision not in ("auto", "float32", "bfloat16"):
+        raise ValueError(f"--precision must be auto, float32 or bfloat16, not {precision!r}")
+    if precision == "auto":
+        return torch.bfloat16 if device.type == "cuda" else torch.float32
+    return torch.bfloat16 if precision == "bfloat16" else torch.float32
 
 
 def lr_at(cfg: TrainConfig, epoch: int) -> float:
@@ -260,7 +280,7 @@ def train(cfg: TrainConfig) -> ModelCard | None:
     if info.world_size > 1:
         device_ids = [device.index] if device.type == "cuda" else None
         ddp_model = nn.parallel.DistributedDataParallel(model, device_ids=device_ids)
-    use_bf16 = device.type == "cuda"
+    use_bf16 = training_dtype(cfg.precision, device) == torch.bfloat16
 
     steps = batches.steps
     started = time.perf_counter() - progress.elapsed_s  # a resumed run's time includes its earlier processes
@@ -320,6 +340,7 @@ def train(cfg: TrainConfig) -> ModelCard | None:
                 "command": cfg.command,
                 "config": {**{k: v for k, v in asdict(cfg).items() if k != "command"}, "level": cfg.noise_level},
                 "device": device_name(device),
+                "precision": "bfloat16" if use_bf16 else "float32",
                 "world_size": info.world_size,
                 "rank_weight_digests": digests,
                 "wall_time_s": round(wall, 1),
