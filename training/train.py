@@ -31,12 +31,14 @@ from tqdm import tqdm
 from models.architectures import create_model, list_models
 from models.checkpoint import ModelCard, checkpoint_paths, load_checkpoint, save_checkpoint
 from models.corruptions import DEFAULT_LEVELS, NOISE_TYPES, corrupt, make_generator, validate_level
-from models.device import channels_last_if_convolutional, is_convolutional, resolve_device
+from models.device import channels_last_if_convolutional, dtype_name, is_convolutional, resolve_device
 from models.metrics import psnr_per_image
 from training.batches import Batches, PatchBatches, WholeImageBatches, size_groups
 from training.data import DATASETS, holdout_split, load_split
 from training.evaluate import to_float_batch
 from training.photos import PHOTO_DATASETS, PHOTO_VAL_FRACTION, is_photo_dataset, load_photos
+
+PRECISIONS = ("auto", "float32", "bfloat16")  # --precision: the spellings of DAE_INFERENCE_DTYPE
 
 # A train split: one N×H×W uint8 tensor (MNIST-style), or a list of H×W ones that may differ in size (photos).
 Images = torch.Tensor | list[torch.Tensor]
@@ -104,7 +106,7 @@ class TrainConfig:
             "help": "the forward's compute precision under autocast (weights and optimizer stay float32); auto: "
             "bfloat16 on CUDA, float32 on a CPU; bfloat16 on a CPU with native bf16 (AMX, AVX-512-BF16) trains a "
             "U-Net 3-4x faster",
-            "choices": ("auto", "float32", "bfloat16"),
+            "choices": PRECISIONS,
         },
     )
     resume: bool = field(default=False, metadata={"help": "continue an interrupted run from its saved state"})
@@ -189,11 +191,11 @@ def training_dtype(precision: str, device: torch.device) -> torch.dtype:
     """The autocast precision of the forward: ``auto`` keeps a CPU in float32, whose results every card so far
     records (bf16 there is opt-in: 3-4x faster on AMX for a U-Net, measured, but not the shipped recipes' numerics).
     """
-    if precision not in ("auto", "float32", "bfloat16"):
-        raise ValueError(f"--precision must be auto, float32 or bfloat16, not {precision!r}")
+    if precision not in PRECISIONS:
+        raise ValueError(f"--precision must be one of {', '.join(PRECISIONS)}, not {precision!r}")
     if precision == "auto":
         return torch.bfloat16 if device.type == "cuda" else torch.float32
-    return torch.bfloat16 if precision == "bfloat16" else torch.float32
+    return getattr(torch, precision)
 
 
 def lr_at(cfg: TrainConfig, epoch: int) -> float:
@@ -280,7 +282,8 @@ def train(cfg: TrainConfig) -> ModelCard | None:
     if info.world_size > 1:
         device_ids = [device.index] if device.type == "cuda" else None
         ddp_model = nn.parallel.DistributedDataParallel(model, device_ids=device_ids)
-    use_bf16 = training_dtype(cfg.precision, device) == torch.bfloat16
+    dtype = training_dtype(cfg.precision, device)
+    use_bf16 = dtype == torch.bfloat16
 
     steps = batches.steps
     started = time.perf_counter() - progress.elapsed_s  # a resumed run's time includes its earlier processes
@@ -340,7 +343,7 @@ def train(cfg: TrainConfig) -> ModelCard | None:
                 "command": cfg.command,
                 "config": {**{k: v for k, v in asdict(cfg).items() if k != "command"}, "level": cfg.noise_level},
                 "device": device_name(device),
-                "precision": "bfloat16" if use_bf16 else "float32",
+                "precision": dtype_name(dtype),
                 "world_size": info.world_size,
                 "rank_weight_digests": digests,
                 "wall_time_s": round(wall, 1),

@@ -18,7 +18,7 @@ import torch.nn.functional as F
 
 from models.checkpoint import ModelCard, save_checkpoint
 from models.corruptions import make_generator, mixed_noise_with_levels
-from models.device import resolve_device
+from models.device import dtype_name, resolve_device
 from models.metrics import psnr_per_image
 from training.evaluate import to_float_batch
 from training.train import (
@@ -63,7 +63,7 @@ def train_level_aware(cfg: TrainConfig) -> ModelCard:
     optimizer = make_optimizer(model, cfg.lr)
     best, best_epoch, history = -math.inf, 0, []
     best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
-    use_bf16 = training_dtype(cfg.precision, device) == torch.bfloat16
+    dtype = training_dtype(cfg.precision, device)
     started = time.perf_counter()
     for epoch in range(cfg.epochs):
         for group in optimizer.param_groups:
@@ -73,7 +73,7 @@ def train_level_aware(cfg: TrainConfig) -> ModelCard:
         running = torch.zeros((), device=device)  # summed on the device: no host sync per step
         for clean in batches.epoch(epoch):
             noisy, levels = mixed_noise_with_levels(clean, cfg.noise_level, generator)
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16):  # dae-train's --precision
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=dtype == torch.bfloat16):  # --precision
                 out = model(with_level(noisy, levels))
             loss = F.mse_loss(out.float(), clean)
             optimizer.zero_grad(set_to_none=True)
@@ -95,7 +95,7 @@ def train_level_aware(cfg: TrainConfig) -> ModelCard:
         training={
             "command": cfg.command,
             "config": {**{k: v for k, v in asdict(cfg).items() if k != "command"}, "level": cfg.noise_level},
-            "device": device_name(device), "precision": "bfloat16" if use_bf16 else "float32", "world_size": 1,
+            "device": device_name(device), "precision": dtype_name(dtype), "world_size": 1,
             "wall_time_s": round(time.perf_counter() - started, 1),
             "train_images": len(train_images), "steps_per_epoch": batches.steps, "val_images": len(val_images),
             "val_psnr_db": round(best, 3) if math.isfinite(best) else None, "history": history,
