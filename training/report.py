@@ -91,9 +91,10 @@ def machine() -> str:
     except OSError:
         pass
     gpu = f", GPU {torch.cuda.get_device_name(0)}" if torch.cuda.is_available() else ""
+    threads = torch.get_num_threads()
     return (
         f"{cpu}, {os.cpu_count()} logical cores{gpu}; {platform.system()} {platform.release()}, Python "
-        f"{platform.python_version()}, torch {torch.__version__} ({torch.get_num_threads()} threads)"
+        f"{platform.python_version()}, torch {torch.__version__} ({threads} thread{'s' * (threads != 1)})"
     )
 
 
@@ -106,8 +107,8 @@ def preamble(cfg: StudyConfig, zoo: ModelZoo, total: float, training: float) -> 
     ]
     if cfg.quick:
         lines.append(
-            "> **Quick run**: tiny models trained for seconds on the test fixture. The numbers only show that "
-            "the pipeline works; they say nothing about denoising autoencoders."
+            "> **Quick run**: tiny models trained for seconds on a few images of the given data. The numbers only "
+            "show that the pipeline works; they say nothing about denoising autoencoders."
         )
     lines.append(
         "How to read it:\n\n"

@@ -373,7 +373,8 @@ def finite_or_none(value: float) -> float | None:
 def device_name(device: torch.device) -> str:
     if device.type == "cuda":
         return f"cuda ({torch.cuda.get_device_name(device)})"
-    return f"cpu ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
+    threads = torch.get_num_threads()
+    return f"cpu ({platform.processor() or platform.machine()}, {threads} thread{'s' * (threads != 1)})"
 
 
 def gather_digests(state: dict[str, torch.Tensor], info: DistInfo) -> list[str]:
