@@ -28,7 +28,7 @@ from training.study.markdown import Section, Table, render_report, seeds_note
 from training.study.scoring import Scorer, TestSet
 from training.study.universal import universal_section
 from training.study.zoo import SPECS, ModelZoo, seeded
-from training.train import device_name
+from training.train import device_name, torch_threads
 
 SECTIONS: tuple[Callable[[sections.Study], Section], ...] = (
     sections.examples,
@@ -91,10 +91,9 @@ def machine() -> str:
     except OSError:
         pass
     gpu = f", GPU {torch.cuda.get_device_name(0)}" if torch.cuda.is_available() else ""
-    threads = torch.get_num_threads()
     return (
         f"{cpu}, {os.cpu_count()} logical cores{gpu}; {platform.system()} {platform.release()}, Python "
-        f"{platform.python_version()}, torch {torch.__version__} ({threads} thread{'s' * (threads != 1)})"
+        f"{platform.python_version()}, torch {torch.__version__} ({torch_threads()})"
     )
 
 

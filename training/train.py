@@ -370,11 +370,16 @@ def finite_or_none(value: float) -> float | None:
     return value if math.isfinite(value) else None
 
 
+def torch_threads() -> str:
+    """``1 thread``, ``2 threads``: torch's intra-op threads, as cards and the report state them."""
+    threads = torch.get_num_threads()
+    return f"{threads} thread{'s' * (threads != 1)}"
+
+
 def device_name(device: torch.device) -> str:
     if device.type == "cuda":
         return f"cuda ({torch.cuda.get_device_name(device)})"
-    threads = torch.get_num_threads()
-    return f"cpu ({platform.processor() or platform.machine()}, {threads} thread{'s' * (threads != 1)})"
+    return f"cpu ({platform.processor() or platform.machine()}, {torch_threads()})"
 
 
 def gather_digests(state: dict[str, torch.Tensor], info: DistInfo) -> list[str]:

@@ -8,7 +8,6 @@ from __future__ import annotations
 import base64
 import io
 import threading
-import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -16,10 +15,10 @@ import httpx
 import numpy as np
 import pytest
 from PIL import Image
-from prometheus_client import REGISTRY
 
 from tests.conftest import FIXTURE_ROOT
 from tests.service.conftest import AppClient, denoise, png_bytes, upload
+from tests.service.test_server import metric, wait_until
 
 PHOTOS = sorted((FIXTURE_ROOT / "natural" / "set12").glob("*.png"))
 ANY_SIZE_MODEL = "conv-blind"
@@ -162,16 +161,14 @@ def test_a_large_photo_does_not_hold_back_a_small_request(make_server: Any, digi
         return response.status_code
 
     def batches_run() -> float:
-        return REGISTRY.get_sample_value("dae_batch_size_count", {"model": ANY_SIZE_MODEL}) or 0.0
+        return metric(httpx.get(server.url + "/metrics").text, "dae_batch_size_count", model=ANY_SIZE_MODEL)
 
     before = batches_run()
     with ThreadPoolExecutor(2) as pool:
         large = pool.submit(post, "large", big)
-        deadline = time.monotonic() + 60
         # The photo's tiles are flowing once a couple of their batches have run. A count that only grows, not
         # the queue's depth, which is 0 between batches and so could be missed by a poll until the photo is done.
-        while batches_run() < before + 2 and time.monotonic() < deadline:
-            time.sleep(0.001)
+        wait_until(lambda: batches_run() >= before + 2, "the large photo's first batches")
         assert not large.done(), "the large photo finished before the small request was sent"
         small = pool.submit(post, "small", digit)
         assert small.result() == 200 and large.result() == 200
