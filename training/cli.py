@@ -208,7 +208,17 @@ def report_main(argv: list[str] | None = None) -> int:
         metavar="MODEL",
         help="train just these study models (every seed) into the cache and write no report: a long first run in parts",
     )
+    p.add_argument(
+        "--only",
+        nargs="+",
+        default=(),
+        metavar="SECTION",
+        help="re-run just these sections (their anchor keys, e.g. domains photos) and put them in place in the "
+        "existing report at --out",
+    )
     args = p.parse_args(argv)
+    if args.only and not Path(args.out).is_file():
+        p.error(f"--only puts sections into an existing report, and {args.out} is not one: run without --only")
     for option in ("train_seeds", "noise_seeds"):
         if getattr(args, option) is not None and getattr(args, option) < 1:
             p.error(f"--{option.replace('_', '-')} must be 1 or more")
@@ -218,7 +228,7 @@ def report_main(argv: list[str] | None = None) -> int:
         data_root=Path(args.data_root), out=Path(args.out), cache=Path(args.cache),
         checkpoint_dir=Path(args.checkpoint_dir), device=args.device, quick=args.quick, workers=max(1, args.workers),
         train_seeds=args.train_seeds, noise_seeds=args.noise_seeds, train_only=tuple(args.train_only),
-        command=shlex.join(["dae-report", *(sys.argv[1:] if argv is None else argv)]),
+        only=tuple(args.only), command=shlex.join(["dae-report", *(sys.argv[1:] if argv is None else argv)]),
     )  # fmt: skip
     try:
         if cfg.train_only:

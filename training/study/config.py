@@ -79,6 +79,7 @@ class StudyConfig:
     train_seeds: int | None = None  # training seeds per model (None: the scale's, 3 full, 1 quick)
     noise_seeds: int | None = None  # noise draws per test condition (None: the scale's, 3 full, 1 quick)
     train_only: tuple[str, ...] = ()  # train just these models' seeds into the cache, and write no report
+    only: tuple[str, ...] = ()  # re-run just these sections (anchor keys) into the existing report at ``out``
 
     @property
     def scale(self) -> Scale:
