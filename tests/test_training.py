@@ -265,6 +265,27 @@ def test_patches_are_augmented_crops_of_the_train_images_reproducible_from_the_s
     assert PatchBatches.default_steps(images, p, 8) == 2  # ceil(131 pixels / 16 per patch / 8 per step)
 
 
+def test_saturate_stretches_that_share_of_patches_into_pure_black_and_white() -> None:
+    """``--saturate``: a share of the crops clip to 0 and 1 over whole regions; the rest are the plain crops."""
+    gen = torch.Generator().manual_seed(0)
+    images = [(64 + 128 * torch.rand((40, 40), generator=gen)).to(torch.uint8) for _ in range(3)]  # no 0 or 255
+
+    def first_batch(share: float) -> torch.Tensor:
+        return next(iter(PatchBatches(images, 16, batch=400, steps=1, seed=2, saturate=share).epoch(0)))
+
+    plain, stretched = first_batch(0.0), first_batch(0.25)
+    assert plain.min() > 0.2 and plain.max() < 0.8
+    changed = (plain != stretched).flatten(1).any(1)
+    assert 0.18 < changed.float().mean() < 0.32, "about a quarter of the patches"
+    assert torch.equal(plain[~changed], stretched[~changed]), "the others are the plain crops"
+    black = (stretched[changed] == 0).flatten(1).float().mean(1)
+    white = (stretched[changed] == 1).flatten(1).float().mean(1)
+    assert (black > 0.1).float().mean() > 0.2 and (white > 0.1).float().mean() > 0.2, "regions, not pixels"
+    order = plain[changed].flatten(1).argsort(1)
+    in_order = stretched[changed].flatten(1).gather(1, order)
+    assert torch.all(in_order.diff(dim=1) >= -1e-6), "a monotone map of the pixels: the picture, not new content"
+
+
 def test_photo_folders_may_mix_sizes_formats_and_colour(tmp_path: Path) -> None:
     rng = np.random.default_rng(0)
     gray, colour = rng.integers(0, 256, (20, 30), np.uint8), rng.integers(0, 256, (24, 24, 3), np.uint8)

@@ -76,6 +76,14 @@ class TrainConfig:
     patch_size: int | None = field(
         default=None, metadata={"help": "train on random square crops of this side (photo data sets)"}
     )
+    saturate: float = field(
+        default=0.0,
+        metadata={
+            "help": "fraction of the patches whose contrast is stretched until parts clip to pure black or white "
+            "(photo data sets): teaches a model that masking noise drops pixels to 0 that a black region is not "
+            "missing pixels"
+        },
+    )
     steps_per_epoch: int | None = field(
         default=None,
         metadata={
@@ -226,11 +234,13 @@ def make_batches(cfg: TrainConfig, train_images: Images, info: DistInfo, device:
         if not isinstance(train_images, torch.Tensor):
             raise ValueError(f"--dataset {cfg.dataset} is a photo data set: give --patch-size (e.g. 64)")
         return WholeImageBatches(train_images, per_rank_batch, cfg.seed, info.rank, info.world_size)
+    if not 0.0 <= cfg.saturate <= 1.0:
+        raise ValueError(f"--saturate is a fraction of the patches, in [0, 1], not {cfg.saturate}")
     if cfg.steps_per_epoch is not None and cfg.steps_per_epoch < 1:
         raise ValueError(f"--steps-per-epoch must be 1 or more, not {cfg.steps_per_epoch}")
     images = list(train_images)
     steps = cfg.steps_per_epoch or PatchBatches.default_steps(images, cfg.patch_size, per_rank_batch * info.world_size)
-    return PatchBatches(images, cfg.patch_size, per_rank_batch, steps, cfg.seed, info.rank, device)
+    return PatchBatches(images, cfg.patch_size, per_rank_batch, steps, cfg.seed, info.rank, device, cfg.saturate)
 
 
 @torch.inference_mode()
