@@ -140,12 +140,17 @@ def test_train_all_retrains_each_card_recipe(name: str) -> None:
 
 @pytest.mark.parametrize("name", PHOTO_MODELS)
 def test_train_all_retrains_every_earlier_stage_of_a_fine_tuned_card(name: str) -> None:
-    """The card's chain of earlier stages (``init_from``, nested) against the script's stage recipes, stage by stage."""
+    """The card's chain of earlier stages (``init_from``, nested) against the script's stage recipes, stage by stage.
+
+    A stage fine-tuned in place (``--init-from checkpoints/NAME`` for NAME itself) starts from the ``NAME-stage1``
+    recipe, which the script trains into ``checkpoints/NAME``.
+    """
     commands = train_all_commands()
     _, card = load_checkpoint(CHECKPOINT_DIR / name)
     record = card.training.get("init_from")
     while record is not None:
         stage = Path(train_config(commands[name]).init_from or "").name  # the stage the script fine-tunes from
+        stage = f"{stage}-stage1" if stage == name else stage
         recorded, recipe = train_config(shlex.split(record["command"])[1:]), train_config(commands[stage])
         for key in (*RECIPE_KEYS, "patch_size"):
             assert getattr(recorded, key) == getattr(recipe, key), (stage, key)

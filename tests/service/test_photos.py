@@ -136,6 +136,41 @@ def test_a_tiled_image_is_the_whole_image_within_a_twentieth_of_a_db(make_client
     assert tiled["noisy_psnr_db"] == whole["noisy_psnr_db"]
 
 
+def photo_on_black() -> np.ndarray:
+    """A real photo crop on a pure black background, a pure white block beside it: what product shots, night
+    skies and letterboxed frames have, regions of 0 and 255 that are real, not dropped or salted pixels."""
+    canvas = np.zeros((128, 128), dtype=np.uint8)
+    canvas[32:96, 32:96] = photo(0)
+    canvas[8:24, 100:120] = 255
+    return canvas
+
+
+@pytest.mark.parametrize("level", [0.0, 25 / 255], ids=["clean", "gaussian-25"])
+def test_black_and_white_regions_of_a_photo_stay_black_and_white(client: AppClient, level: float) -> None:
+    """The default photo model trained on masking noise (dropped pixels are 0) once took a black background for
+    missing pixels and painted it grey: a clean 512×512 photo came back at 23.9 dB."""
+    clean = photo_on_black()
+    fields: dict[str, Any] = {"noise": "gaussian", "level": level, "seed": 2} if level else {}
+    body = denoise(client, png_bytes(clean), **fields)
+    assert body["model"] == "photo-blind"
+    background = np.ones_like(clean, dtype=bool)
+    background[28:100, 28:100] = background[4:28, 96:124] = False  # the photo and the block, with a margin
+    block = np.s_[8:24, 100:120]
+    out = np.asarray(opened(body), dtype=np.float64)
+    # Clean, the regions come back as they were; noisy (the noise clipped at 0 and 255, so a region's noisy mean is
+    # off black or white), the answer is nearer black and white than its input, within a few levels.
+    noisy = np.asarray(opened(body, "noisy_png"), dtype=np.float64) if level else clean.astype(np.float64)
+    slack = 4.0 if level else 2.0
+    dark, bright = out[background].mean(), out[block].mean()
+    assert dark <= min(slack, noisy[background].mean() + 0.5), f"background {dark:.1f}/255, not black"
+    assert 255 - bright <= min(slack, 255 - noisy[block].mean() + 0.5), f"white block {bright:.1f}/255, not white"
+    if level:
+        assert body["denoised_psnr_db"] > body["noisy_psnr_db"] + 3.0, body
+    else:
+        psnr = 10 * np.log10(255.0**2 / np.mean((out - clean) ** 2))
+        assert psnr >= 35.0, f"a clean photo came back at {psnr:.2f} dB"
+
+
 def test_with_no_model_named_the_image_decides_and_the_answer_says_why(client: AppClient, digit: bytes) -> None:
     digit_body = denoise(client, digit)
     assert digit_body["model"] == "conv-blind" and "28×28" in digit_body["model_reason"]
