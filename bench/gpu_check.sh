@@ -69,8 +69,9 @@ if [ "$CUDA" = 1 ]; then
     # The photo model trained further where it takes minutes, not hours: only when asked for, as a call of
     # its own (GPU_CHECK_STEPS=photo). About 1M more train400 patches from the shipped weights (this CPU gives 25 a
     # second), then its Set12 and BSD68 figures; the checkpoint comes back under $OUT/photo/, and a run cut off by
-    # the limit leaves its --resume state there. The card's seed and --saturate: its validation noise is the card's, so ship it
-    # only if its held-out validation PSNR beats the card's, with the card's baselines copied over (same images).
+    # the limit leaves its --resume state there. The card's seed and --saturate: its validation noise is the card's,
+    # so ship it only if its held-out validation PSNR beats the card's, with the card's baselines copied over (same
+    # images).
     step photo 480 bash -c 'set -e; "$0" -m training train --dataset train400 --data-root "$1" --arch unet-res --arch-arg depth=3 \
         --noise mixed_photo --patch-size 64 --batch-size 128 --epochs 20 --steps-per-epoch 400 --lr 5e-4 \
         --schedule cosine --val-images 16 --seed 1 --saturate 0.25 --device cuda --init-from checkpoints/photo-blind \

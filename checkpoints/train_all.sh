@@ -26,9 +26,9 @@ declare -A ARGS=(
 names=("$@")
 [ ${#names[@]} -gt 0 ] || names=(mlp-gaussian mlp-salt-pepper mlp-masking mlp-standard conv-blind conv-blind-fashion photo-blind)
 for name in "${names[@]}"; do
-  if [ "$name" = photo-blind ]; then
+  if [ -n "${ARGS[$name-stage1]:-}" ]; then  # a model fine-tuned in place: its first stage into checkpoints/NAME
     # shellcheck disable=SC2086
-    dae-train ${ARGS[photo-blind-stage1]} --data-root "$DATA_ROOT" --out checkpoints/photo-blind
+    dae-train ${ARGS[$name-stage1]} --data-root "$DATA_ROOT" --out "checkpoints/$name"
   fi
   # shellcheck disable=SC2086  # the argument strings are meant to split
   dae-train ${ARGS[$name]} --data-root "$DATA_ROOT" --out "checkpoints/$name"

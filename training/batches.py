@@ -118,6 +118,7 @@ class PatchBatches:
         generator = make_generator((self.seed * 1000 + epoch) * 64 + self.rank + PATCH_SEED_OFFSET, self.device)
         for _ in range(self.steps):
             batch = to_float_batch(self.crops(generator))
+            # Only when asked: stretching draws from the generator, and a recipe without it keeps its crops.
             yield stretch_contrast(batch, self.saturate, generator) if self.saturate else batch
 
 
