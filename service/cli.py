@@ -122,6 +122,7 @@ def main(argv: list[str] | None = None) -> int:
             workers=settings.workers,
             log_config=logging_config,
             log_level=settings.log_level,  # lower-cased by Settings
+            timeout_keep_alive=settings.keep_alive_s,
             access_log=False,  # the service's own access log (DAE_ACCESS_LOG) carries the request id and latency
         )
     finally:

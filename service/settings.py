@@ -54,6 +54,14 @@ class Settings(BaseSettings):
     )
     max_queue_size: int = Field(default=512, ge=1, description="requests waiting per model before 503")
     request_timeout_s: float = Field(default=30.0, gt=0, description="deadline from enqueue to answer (504 after)")
+    # Longer than the idle expiry of the clients and proxies in front (httpx 5 s, Chrome 10 s, nginx's upstream
+    # keepalive 60 s): the side that closes an idle connection first must be the client. When the server does,
+    # a request the client sends on that connection at the same moment is lost to a reset (uvicorn's default of
+    # 5 s met httpx's 5 s in tests/service/test_load.py: a ReadError every few thousand requests, every few
+    # hundred at 1 s).
+    keep_alive_s: int = Field(
+        default=75, ge=1, le=3600, description="seconds an idle HTTP keep-alive connection stays open"
+    )
     max_upload_bytes: int = Field(
         default=16 * 1024 * 1024,
         ge=1,

@@ -249,3 +249,54 @@ def test_dae_serve_refuses_a_damaged_checkpoint_naming_the_file(checkpoint_copy:
     )
     assert result.returncode == 2
     assert str(weights) in result.stderr and "sha256" in result.stderr
+
+
+def get_on(connection: socket.socket, path: str) -> bytes:
+    """One HTTP/1.1 GET on an open connection, kept alive; the answer's status line (b"" if it was closed)."""
+    connection.sendall(f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n".encode())
+    answer = b""
+    while b"\r\n\r\n" not in answer:
+        chunk = connection.recv(65536)
+        if not chunk:
+            break
+        answer += chunk
+    return answer.split(b"\r\n", 1)[0]
+
+
+@pytest.mark.slow
+def test_dae_serve_keeps_an_idle_connection_open_until_the_client_lets_go(tmp_path: Path) -> None:
+    """An idle connection outlives the clients' own idle expiry (httpx's 5 s, and uvicorn's own default is also
+    5 s): when the server closes first, a request sent into the closing connection is lost to a reset."""
+    folder = tmp_path / "checkpoints"  # one small model: start-up in a second or two
+    folder.mkdir()
+    for suffix in (".json", ".safetensors"):
+        (folder / f"{MODEL}{suffix}").write_bytes((CHECKPOINT_DIR / f"{MODEL}{suffix}").read_bytes())
+    port = free_port()
+    log = tmp_path / "serve.log"
+    with log.open("w") as sink:
+        process = subprocess.Popen(
+            serve_command("--port", str(port), "--checkpoint-dir", str(folder)),
+            env=clean_env(DAE_DEFAULT_MODEL=MODEL),
+            stdout=sink,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+
+        def ready() -> bool:
+            assert process.poll() is None, log.read_text()
+            try:
+                return httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=5).status_code == 200
+            except httpx.TransportError:
+                return False
+
+        wait_until(ready, "dae-serve to be ready")
+        with socket.create_connection(("127.0.0.1", port), timeout=30) as connection:
+            assert get_on(connection, "/healthz") == b"HTTP/1.1 200 OK"
+            time.sleep(6.5)  # idle past both 5 s expiries
+            assert get_on(connection, "/healthz") == b"HTTP/1.1 200 OK", "the server closed an idle connection"
+    finally:
+        process.send_signal(signal.SIGINT)
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            process.kill()
