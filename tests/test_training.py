@@ -337,6 +337,12 @@ def test_bad_level_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str]
     assert "level must be in [0, 1]" in capsys.readouterr().err
 
 
+def test_saturate_without_patches_is_refused_not_ignored(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert train_main([*QUICK, "--saturate", "0.25", "--epochs", "1", "--out", str(tmp_path / "x")]) == 2
+    assert "--saturate stretches the contrast of patches: give --patch-size" in capsys.readouterr().err
+    assert not list(tmp_path.glob("x*"))
+
+
 def test_eval_reports_figures_and_writes_them_in_the_card(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "m"
     train_main([*QUICK, "--arch", "mlp", "--noise", "gaussian", "--epochs", "2", "--out", str(out)])

@@ -233,6 +233,8 @@ def make_batches(cfg: TrainConfig, train_images: Images, info: DistInfo, device:
     if cfg.patch_size is None:
         if not isinstance(train_images, torch.Tensor):
             raise ValueError(f"--dataset {cfg.dataset} is a photo data set: give --patch-size (e.g. 64)")
+        if cfg.saturate:
+            raise ValueError("--saturate stretches the contrast of patches: give --patch-size too, or leave it out")
         return WholeImageBatches(train_images, per_rank_batch, cfg.seed, info.rank, info.world_size)
     if not 0.0 <= cfg.saturate <= 1.0:
         raise ValueError(f"--saturate is a fraction of the patches, in [0, 1], not {cfg.saturate}")
