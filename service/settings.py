@@ -57,8 +57,7 @@ class Settings(BaseSettings):
     # Longer than the idle expiry of the clients and proxies in front (httpx 5 s, Chrome 10 s, nginx's upstream
     # keepalive 60 s): the side that closes an idle connection first must be the client. When the server does,
     # a request the client sends on that connection at the same moment is lost to a reset (uvicorn's default of
-    # 5 s met httpx's 5 s in tests/service/test_load.py: a ReadError every few thousand requests, every few
-    # hundred at 1 s).
+    # 5 s met httpx's 5 s in tests/service/test_load.py: a rare ReadError; with 1 s, about one in a thousand).
     keep_alive_s: int = Field(
         default=75, ge=1, le=3600, description="seconds an idle HTTP keep-alive connection stays open"
     )
