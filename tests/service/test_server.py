@@ -189,6 +189,15 @@ def serve_command(*args: str) -> list[str]:
     return [sys.executable, "-m", "service", "--host", "127.0.0.1", *args]
 
 
+def stop(process: subprocess.Popen[bytes]) -> None:
+    """Ctrl+C, as a person stops dae-serve; killed if it has not exited 30 s later."""
+    process.send_signal(signal.SIGINT)
+    try:
+        process.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        process.kill()
+
+
 def clean_env(**extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("DAE_", "PROMETHEUS_"))}
     return {**env, "DAE_TORCH_THREADS": "1", **extra}
@@ -229,11 +238,7 @@ def test_workers_share_the_port_and_metrics_cover_all_of_them(digit: bytes, tmp_
         assert metric(text, "dae_http_requests_total", method="POST", route="/denoise", status="200") == 10
         assert metric(text, "dae_batch_size_sum", model=MODEL) == 10
     finally:
-        process.send_signal(signal.SIGINT)
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            process.kill()
+        stop(process)
         log.close()
 
 
@@ -295,8 +300,4 @@ def test_dae_serve_keeps_an_idle_connection_open_until_the_client_lets_go(tmp_pa
             time.sleep(6.5)  # idle past both 5 s expiries
             assert get_on(connection, "/healthz") == b"HTTP/1.1 200 OK", "the server closed an idle connection"
     finally:
-        process.send_signal(signal.SIGINT)
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            process.kill()
+        stop(process)
