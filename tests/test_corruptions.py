@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from models.corruptions import DEFAULT_LEVELS, NOISE_TYPES, corrupt, make_generator
+from models.corruptions import DEFAULT_LEVELS, NOISE_TYPES, add_mixed_photo_noise, corrupt, make_generator
 
 
 def grey(n: int = 64, size: int = 28) -> torch.Tensor:
@@ -61,11 +61,15 @@ def test_mixed_gives_each_image_one_type_and_a_level_up_to_the_maximum() -> None
     assert all(c > 60 for c in counts.values()), counts
 
 
-def test_mixed_photo_draws_gaussian_for_half_up_to_the_level_and_impulses_up_to_half() -> None:
+@pytest.mark.parametrize("share", [None, 0.85], ids=["default-half", "share-0.85"])
+def test_mixed_photo_draws_gaussian_for_its_share_up_to_the_level_and_impulses_up_to_half(share: float | None) -> None:
     x = grey(n=300)
     level = DEFAULT_LEVELS["mixed_photo"]
     assert level == 55 / 255
-    noisy = corrupt(x, "mixed_photo", None, make_generator(3))
+    if share is None:  # the registered noise, as /corrupt and a plain dae-train --noise mixed_photo draw it
+        noisy, share = corrupt(x, "mixed_photo", None, make_generator(3)), 0.5
+    else:  # dae-train --gaussian-share
+        noisy = add_mixed_photo_noise(x, level, make_generator(3), gaussian_share=share)
     counts, impulse_fractions = {"gaussian": 0, "salt_pepper": 0, "masking": 0}, []
     for image in noisy:
         values = set(image.unique().tolist())
@@ -78,8 +82,9 @@ def test_mixed_photo_draws_gaussian_for_half_up_to_the_level_and_impulses_up_to_
         else:
             counts["gaussian"] += 1
             assert (image - 0.5).std() <= level * 1.05
-    # half the images Gaussian, a quarter each impulse type (300 draws: ±3 binomial sd is about ±26 and ±22)
-    assert 124 <= counts["gaussian"] <= 176 and all(50 <= counts[k] <= 100 for k in ("salt_pepper", "masking")), counts
+    # the share Gaussian, the rest evenly between the impulse types (within 3.5 binomial sd of 300 draws)
+    for kind, p in (("gaussian", share), ("salt_pepper", (1 - share) / 2), ("masking", (1 - share) / 2)):
+        assert abs(counts[kind] - 300 * p) <= 3.5 * math.sqrt(300 * p * (1 - p)), counts
     # the impulse types reach past the Gaussian bound, up to half the pixels
     assert max(impulse_fractions) <= 0.5 + 0.05 and max(impulse_fractions) > 0.4
 

@@ -337,6 +337,20 @@ def test_bad_level_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str]
     assert "level must be in [0, 1]" in capsys.readouterr().err
 
 
+def test_gaussian_share_is_recorded_and_refused_for_noises_without_one(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    run = ["--dataset", str(PHOTO_FOLDER), *PHOTO_RUN, "--gaussian-share", "0.85"]
+    assert train_main([*run, "--out", str(tmp_path / "photo")]) == 0
+    training = card_of(tmp_path / "photo")["training"]
+    assert training["config"]["gaussian_share"] == 0.85 and "--gaussian-share 0.85" in training["command"]
+    refused = {"--noise gaussian has no share": ["--noise", "gaussian"], "in [0, 1]": ["--gaussian-share", "1.5"]}
+    for message, bad in refused.items():
+        assert train_main([*run, *bad, "--out", str(tmp_path / "x")]) == 2
+        assert message in capsys.readouterr().err
+    assert not list(tmp_path.glob("x*"))
+
+
 def test_saturate_without_patches_is_refused_not_ignored(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert train_main([*QUICK, "--saturate", "0.25", "--epochs", "1", "--out", str(tmp_path / "x")]) == 2
     assert "--saturate stretches the contrast of patches: give --patch-size" in capsys.readouterr().err

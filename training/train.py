@@ -30,7 +30,15 @@ from tqdm import tqdm
 
 from models.architectures import create_model, list_models
 from models.checkpoint import ModelCard, checkpoint_paths, load_checkpoint, save_checkpoint
-from models.corruptions import DEFAULT_LEVELS, NOISE_TYPES, corrupt, make_generator, validate_level
+from models.corruptions import (
+    DEFAULT_LEVELS,
+    NOISE_TYPES,
+    PHOTO_GAUSSIAN_SHARE,
+    add_mixed_photo_noise,
+    corrupt,
+    make_generator,
+    validate_level,
+)
 from models.device import channels_last_if_convolutional, dtype_name, is_convolutional, resolve_device
 from models.metrics import psnr_per_image
 from training.batches import Batches, PatchBatches, WholeImageBatches, size_groups
@@ -82,6 +90,13 @@ class TrainConfig:
             "help": "fraction of the patches whose contrast is stretched until parts clip to pure black or white "
             "(photo data sets): teaches a model that masking noise drops pixels to 0 that a black region is not "
             "missing pixels"
+        },
+    )
+    gaussian_share: float | None = field(
+        default=None,
+        metadata={
+            "help": "with --noise mixed_photo: the fraction of patches given Gaussian noise, the rest split evenly "
+            f"between salt & pepper and masking (default {PHOTO_GAUSSIAN_SHARE})"
         },
     )
     steps_per_epoch: int | None = field(
@@ -258,9 +273,16 @@ def validation_psnr(model: nn.Module, val_images: Images, cfg: TrainConfig) -> f
     chunks = val_images.split(1000) if isinstance(val_images, torch.Tensor) else size_groups(val_images)
     for chunk in chunks:
         clean = to_float_batch(chunk)
-        noisy = corrupt(clean, cfg.noise, cfg.noise_level, generator)
+        noisy = add_training_noise(clean, cfg, generator)
         total += psnr_per_image(model(prepare(noisy, channels_last)).float(), clean).sum()
     return total.item() / len(val_images)
+
+
+def add_training_noise(clean: torch.Tensor, cfg: TrainConfig, generator: torch.Generator) -> torch.Tensor:
+    """The training noise (``--noise`` at ``--level``, with ``--gaussian-share`` for ``mixed_photo``)."""
+    if cfg.gaussian_share is not None:
+        return add_mixed_photo_noise(clean, cfg.noise_level, generator, gaussian_share=cfg.gaussian_share)
+    return corrupt(clean, cfg.noise, cfg.noise_level, generator)
 
 
 def prepare(x: torch.Tensor, channels_last: bool) -> torch.Tensor:
@@ -274,6 +296,11 @@ def train(cfg: TrainConfig) -> ModelCard | None:
         validate_level(cfg.noise_level)
     if cfg.val_images < 0:
         raise ValueError(f"--val-images must be 0 or more, not {cfg.val_images}")
+    if cfg.gaussian_share is not None:
+        if cfg.noise != "mixed_photo":
+            raise ValueError(f"--gaussian-share shares out mixed_photo noise; --noise {cfg.noise} has no share")
+        if not 0.0 <= cfg.gaussian_share <= 1.0:
+            raise ValueError(f"--gaussian-share is a fraction of the patches, in [0, 1], not {cfg.gaussian_share}")
     info = init_distributed(cfg.device)
     device = resolve_device(cfg.device, info.local_rank)
     torch.manual_seed(cfg.seed)
@@ -308,7 +335,7 @@ def train(cfg: TrainConfig) -> ModelCard | None:
         bar = tqdm(total=steps, desc=f"epoch {epoch + 1}/{cfg.epochs}", disable=not info.is_main, unit="step")
         tick, seen = time.perf_counter(), 0
         for step, clean in enumerate(batches.epoch(epoch)):
-            noisy = prepare(corrupt(clean, cfg.noise, cfg.noise_level, noise_gen), channels_last)
+            noisy = prepare(add_training_noise(clean, cfg, noise_gen), channels_last)
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16):
                 out = ddp_model(noisy)
             loss = F.mse_loss(out.float(), clean)
