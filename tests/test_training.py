@@ -344,6 +344,11 @@ def test_gaussian_share_is_recorded_and_refused_for_noises_without_one(
     assert train_main([*run, "--out", str(tmp_path / "photo")]) == 0
     training = card_of(tmp_path / "photo")["training"]
     assert training["config"]["gaussian_share"] == 0.85 and "--gaussian-share 0.85" in training["command"]
+    # validation keeps the registered mix, so that its figures compare with other runs' and stages'
+    model, _ = load_checkpoint(tmp_path / "photo")
+    val = [torch.full((16, 16), 40 + 4 * i, dtype=torch.uint8) for i in range(40)]  # 40 draws of the noise type
+    shared, plain = TrainConfig(noise="mixed_photo", gaussian_share=0.85), TrainConfig(noise="mixed_photo")
+    assert validation_psnr(model.eval(), val, shared) == validation_psnr(model, val, plain)
     refused = {"--noise gaussian has no share": ["--noise", "gaussian"], "in [0, 1]": ["--gaussian-share", "1.5"]}
     for message, bad in refused.items():
         assert train_main([*run, *bad, "--out", str(tmp_path / "x")]) == 2

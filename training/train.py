@@ -96,7 +96,7 @@ class TrainConfig:
         default=None,
         metadata={
             "help": "with --noise mixed_photo: the fraction of patches given Gaussian noise, the rest split evenly "
-            f"between salt & pepper and masking (default {PHOTO_GAUSSIAN_SHARE})"
+            f"between salt & pepper and masking (default {PHOTO_GAUSSIAN_SHARE}; validation keeps the default)"
         },
     )
     steps_per_epoch: int | None = field(
@@ -273,7 +273,8 @@ def validation_psnr(model: nn.Module, val_images: Images, cfg: TrainConfig) -> f
     chunks = val_images.split(1000) if isinstance(val_images, torch.Tensor) else size_groups(val_images)
     for chunk in chunks:
         clean = to_float_batch(chunk)
-        noisy = add_training_noise(clean, cfg, generator)
+        # The noise as registered, whatever --gaussian-share: validation figures compare across runs and stages.
+        noisy = corrupt(clean, cfg.noise, cfg.noise_level, generator)
         total += psnr_per_image(model(prepare(noisy, channels_last)).float(), clean).sum()
     return total.item() / len(val_images)
 
