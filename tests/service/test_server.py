@@ -5,6 +5,7 @@ a late answer 504, several worker processes report one set of metrics, and a bad
 from __future__ import annotations
 
 import asyncio
+import http.client
 import os
 import re
 import signal
@@ -256,18 +257,6 @@ def test_dae_serve_refuses_a_damaged_checkpoint_naming_the_file(checkpoint_copy:
     assert str(weights) in result.stderr and "sha256" in result.stderr
 
 
-def get_on(connection: socket.socket, path: str) -> bytes:
-    """One HTTP/1.1 GET on an open connection, kept alive; the answer's status line (b"" if it was closed)."""
-    connection.sendall(f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n".encode())
-    answer = b""
-    while b"\r\n\r\n" not in answer:
-        chunk = connection.recv(65536)
-        if not chunk:
-            break
-        answer += chunk
-    return answer.split(b"\r\n", 1)[0]
-
-
 @pytest.mark.slow
 def test_dae_serve_keeps_an_idle_connection_open_until_the_client_lets_go(tmp_path: Path) -> None:
     """An idle connection outlives the clients' own idle expiry (httpx's 5 s, and uvicorn's own default is also
@@ -295,9 +284,22 @@ def test_dae_serve_keeps_an_idle_connection_open_until_the_client_lets_go(tmp_pa
                 return False
 
         wait_until(ready, "dae-serve to be ready")
-        with socket.create_connection(("127.0.0.1", port), timeout=30) as connection:
-            assert get_on(connection, "/healthz") == b"HTTP/1.1 200 OK"
+        # http.client reads each answer whole (a raw socket can see the body arrive after the headers) and, unlike
+        # httpx, never reconnects behind the test's back: the second request goes down the first one's socket.
+        connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+        try:
+            connection.request("GET", "/healthz")
+            assert connection.getresponse().read() == b'{"status":"ok"}'
+            first_socket = connection.sock
             time.sleep(6.5)  # idle past both 5 s expiries
-            assert get_on(connection, "/healthz") == b"HTTP/1.1 200 OK", "the server closed an idle connection"
+            try:
+                connection.request("GET", "/healthz")
+                second = connection.getresponse()
+                second.read()
+            except (http.client.HTTPException, ConnectionError) as error:
+                pytest.fail(f"the server closed an idle connection: {error!r}")
+            assert second.status == 200 and connection.sock is first_socket
+        finally:
+            connection.close()
     finally:
         stop(process)
