@@ -106,6 +106,28 @@ def _conv_block(c_in: int, c_out: int) -> nn.Sequential:
     )
 
 
+class ResidualBlock(nn.Module):
+    """conv-ReLU-conv added to its input. The second convolution starts at zero, so a new block is the identity:
+    a trained model grown by blocks computes what it computed before (``dae-train --init-from``), and training
+    starts from its figures rather than from noise."""
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.body = nn.Sequential(
+            nn.Conv2d(channels, channels, 3, padding=1),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(channels, channels, 3, padding=1),
+        )
+        last = self.body[-1]
+        assert isinstance(last, nn.Conv2d)
+        nn.init.zeros_(last.weight)
+        if last.bias is not None:
+            nn.init.zeros_(last.bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.body(x)
+
+
 class UNetDenoiser(nn.Module):
     """A fully convolutional encoder-decoder with skip connections, for 1-channel images of any size.
 
@@ -113,9 +135,10 @@ class UNetDenoiser(nn.Module):
     convolutions and concatenates the encoder features of the same scale. The skips carry the fine
     detail a bottleneck loses, which is why this beats a plain stack of convolutions at the same
     noise. Inputs whose sides are not multiples of 2**depth are padded by reflection and cropped back.
+    ``blocks`` residual blocks after each decoder level add depth where the output is formed (none by default).
     """
 
-    def __init__(self, channels: int = 24, depth: int = 2) -> None:
+    def __init__(self, channels: int = 24, depth: int = 2, blocks: int = 0) -> None:
         super().__init__()
         self.input_size: tuple[int, int] | None = None
         self.hyperparameters = {"channels": channels, "depth": depth}
@@ -128,6 +151,10 @@ class UNetDenoiser(nn.Module):
             nn.ConvTranspose2d(widths[i + 1], widths[i], 2, stride=2) for i in reversed(range(depth))
         )
         self.up = nn.ModuleList(_conv_block(2 * widths[i], widths[i]) for i in reversed(range(depth)))
+        # Empty when blocks is 0: no parameters, so the models and checkpoints from before blocks are unchanged.
+        self.refine = nn.ModuleList(
+            nn.Sequential(*(ResidualBlock(widths[i]) for _ in range(blocks))) for i in reversed(range(depth))
+        )
         self.head = nn.Conv2d(widths[0], 1, 1)
         self.multiple = 2**depth
 
@@ -145,8 +172,8 @@ class UNetDenoiser(nn.Module):
             skips.append(x)
             x = F.max_pool2d(x, 2)
         x = self.bottleneck(x)
-        for upsample, block, skip in zip(self.upsample, self.up, reversed(skips), strict=True):
-            x = block(torch.cat([upsample(x), skip], dim=1))
+        for upsample, block, refine, skip in zip(self.upsample, self.up, self.refine, reversed(skips), strict=True):
+            x = refine(block(torch.cat([upsample(x), skip], dim=1)))
         return self.head(x)[..., :h, :w]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -165,8 +192,10 @@ class ResidualUNet(UNetDenoiser):
     The head starts at zero, so an untrained model is the identity and training starts from the noisy PSNR.
     """
 
-    def __init__(self, channels: int = 32, depth: int = 2) -> None:
-        super().__init__(channels, depth)
+    def __init__(self, channels: int = 32, depth: int = 2, blocks: int = 0) -> None:
+        super().__init__(channels, depth, blocks)
+        if blocks:  # recorded only when used: the cards from before blocks rebuild as they are
+            self.hyperparameters["blocks"] = blocks
         nn.init.zeros_(self.head.weight)
         if self.head.bias is not None:
             nn.init.zeros_(self.head.bias)
@@ -191,8 +220,8 @@ def conv(channels: int = 24, depth: int = 2) -> nn.Module:
 
 
 @register_model("unet-res")
-def unet_res(channels: int = 32, depth: int = 2) -> nn.Module:
-    return ResidualUNet(channels, depth)
+def unet_res(channels: int = 32, depth: int = 2, blocks: int = 0) -> nn.Module:
+    return ResidualUNet(channels, depth, blocks)
 
 
 class LevelAwareUNet(UNetDenoiser):

@@ -46,8 +46,9 @@ def test_conv_denoiser_takes_any_size(size: tuple[int, int]) -> None:
 
 
 @pytest.mark.parametrize("size", [(1, 1), (3, 3), (1, 40), (37, 53)])
-def test_residual_unet_takes_any_size_and_starts_as_the_identity(size: tuple[int, int]) -> None:
-    model = create_model("unet-res", channels=4).eval()
+@pytest.mark.parametrize("blocks", [0, 2])
+def test_residual_unet_takes_any_size_and_starts_as_the_identity(size: tuple[int, int], blocks: int) -> None:
+    model = create_model("unet-res", channels=4, blocks=blocks).eval()
     x = torch.rand(2, 1, *size)
     with torch.inference_mode():
         out = model(x)

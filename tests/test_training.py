@@ -19,7 +19,7 @@ from PIL import Image
 from torch import nn
 
 import training.train as train_module
-from models.architectures import MODEL_REGISTRY, register_model
+from models.architectures import MODEL_REGISTRY, create_model, register_model
 from models.checkpoint import load_checkpoint
 from tests.conftest import FIXTURE_ROOT, REPO
 from training.batches import PatchBatches
@@ -431,3 +431,34 @@ def test_init_from_fine_tunes_a_checkpoint_and_records_where_its_weights_came_fr
     # a checkpoint of another shape is refused with a message naming what it holds
     other = [*QUICK, "--arch", "conv", "--arch-arg", "channels=8", "--limit", "64", "--epochs", "1"]
     assert train_main([*other, "--init-from", str(first), "--out", str(tmp_path / "bad")]) == 2
+
+
+def test_init_from_grows_a_photo_model_by_residual_blocks_that_start_as_the_identity(tmp_path: Path) -> None:
+    first, grown = tmp_path / "first", tmp_path / "grown"
+    run = ["--dataset", "train400", *PHOTO_RUN]
+    assert train_main([*run, "--out", str(first)]) == 0
+    # lr 0: the grown model computes what the first one did, so it validates at the first one's figure
+    assert train_main([*run, "--arch-arg", "blocks=2", "--lr", "0", "--init-from", str(first),
+                       "--out", str(grown)]) == 0  # fmt: skip
+    before, after = card_of(first), card_of(grown)
+    assert after["training"]["history"][0]["val_psnr_db"] == pytest.approx(before["training"]["val_psnr_db"], abs=1e-3)
+    assert after["hyperparameters"] == {"channels": 4, "depth": 2, "blocks": 2}
+    assert after["training"]["init_from"]["new_tensors"] == 2 * 2 * 4  # 2 levels × 2 blocks × 2 convs' weight and bias
+    assert after["parameters"] > before["parameters"]
+    model, _ = load_checkpoint(grown)
+    source, _ = load_checkpoint(first)
+    x = torch.rand(1, 1, 21, 30)
+    with torch.inference_mode():
+        assert torch.allclose(model(x), source(x), atol=1e-6)
+
+
+def test_init_from_refuses_new_layers_that_would_change_what_the_model_computes(tmp_path: Path) -> None:
+    first = tmp_path / "first"
+    assert train_main(["--dataset", "train400", *PHOTO_RUN, "--out", str(first)]) == 0
+    grown = create_model("unet-res", channels=4, blocks=1)
+    for block in grown.refine:
+        for layer in block.modules():
+            if isinstance(layer, torch.nn.Conv2d):
+                torch.nn.init.constant_(layer.weight, 0.1)  # no longer the identity
+    with pytest.raises(ValueError, match="more `blocks` may be added"):
+        train_module.initialise_from(grown, str(first))
