@@ -137,7 +137,7 @@ class TrainConfig:
         default=None,
         metadata={
             "help": "start from this checkpoint's weights (fine-tuning; a fresh optimizer and schedule); "
-            "--arch and --arch-arg must describe the same model"
+            "--arch and --arch-arg must describe the same model, or the same grown by unet-res blocks"
         },
     )
     limit: int | None = field(default=None, metadata={"help": "use only the first N train images (smoke runs)"})
