@@ -7,7 +7,8 @@
 # photo-blind trains in two stages under bf16 autocast (--precision bfloat16; on a CPU without native bf16 drop that
 # option, which is emulated there and slower than float32): from scratch (99 min on a 2-core CPU with AMX), then
 # fine-tuned in place with --saturate 0.25 (about 90 min), so that black and white regions stay black and white;
-# the card records both stages (training.init_from). A NAME-stage1 recipe trains into checkpoints/NAME.
+# the card records both stages (training.init_from). NAME-stage1, NAME-stage2, ... recipes train into
+# checkpoints/NAME, in that order, before NAME's own.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DATA_ROOT=${DATA_ROOT:-../shared/data}
@@ -26,10 +27,12 @@ declare -A ARGS=(
 names=("$@")
 [ ${#names[@]} -gt 0 ] || names=(mlp-gaussian mlp-salt-pepper mlp-masking mlp-standard conv-blind conv-blind-fashion photo-blind)
 for name in "${names[@]}"; do
-  if [ -n "${ARGS[$name-stage1]:-}" ]; then  # a model fine-tuned in place: its first stage into checkpoints/NAME
-    # shellcheck disable=SC2086
-    dae-train ${ARGS[$name-stage1]} --data-root "$DATA_ROOT" --out "checkpoints/$name"
-  fi
+  for stage in 1 2 3 4 5; do  # a model fine-tuned in place: its earlier stages, in order, into checkpoints/NAME
+    if [ -n "${ARGS[$name-stage$stage]:-}" ]; then
+      # shellcheck disable=SC2086
+      dae-train ${ARGS[$name-stage$stage]} --data-root "$DATA_ROOT" --out "checkpoints/$name"
+    fi
+  done
   # shellcheck disable=SC2086  # the argument strings are meant to split
   dae-train ${ARGS[$name]} --data-root "$DATA_ROOT" --out "checkpoints/$name"
   if [ "$name" = photo-blind ]; then

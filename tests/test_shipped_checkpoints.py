@@ -142,21 +142,26 @@ def test_train_all_retrains_each_card_recipe(name: str) -> None:
 def test_train_all_retrains_every_earlier_stage_of_a_fine_tuned_card(name: str) -> None:
     """The card's chain of earlier stages (``init_from``, nested) against the script's stage recipes, stage by stage.
 
-    A stage fine-tuned in place (``--init-from checkpoints/NAME`` for NAME itself) starts from the ``NAME-stage1``
-    recipe, which the script trains into ``checkpoints/NAME``.
+    A stage fine-tuned in place (``--init-from checkpoints/NAME`` for NAME itself) starts from the script's
+    ``NAME-stageK`` recipes, the last first, which the script trains into ``checkpoints/NAME`` in order.
     """
     commands = train_all_commands()
+    in_place = sorted(
+        (s for s in commands if re.fullmatch(rf"{name}-stage\d+", s)), key=lambda s: -int(s[len(name) + 6 :])
+    )
+    earlier = iter(in_place)
     _, card = load_checkpoint(CHECKPOINT_DIR / name)
-    record = card.training.get("init_from")
+    record, current = card.training.get("init_from"), name
     while record is not None:
-        stage = Path(train_config(commands[name]).init_from or "").name  # the stage the script fine-tunes from
-        stage = f"{stage}-stage1" if stage == name else stage
+        stage = Path(train_config(commands[current]).init_from or "").name  # the stage the script fine-tunes from
+        stage = next(earlier) if stage == name else stage
         recorded, recipe = train_config(shlex.split(record["command"])[1:]), train_config(commands[stage])
         for key in (*RECIPE_KEYS, "patch_size"):
             assert getattr(recorded, key) == getattr(recipe, key), (stage, key)
         assert Path(recorded.init_from or "").name == Path(recipe.init_from or "").name, stage
-        name, record = stage, record.get("init_from")
-    assert train_config(commands[name]).init_from is None  # the card's chain and the script's end together
+        current, record = stage, record.get("init_from")
+    assert train_config(commands[current]).init_from is None  # the card's chain and the script's end together
+    assert next(earlier, None) is None  # and every in-place stage of the script is on the card
 
 
 def test_shipped_files_hold_weights_only() -> None:
