@@ -113,16 +113,11 @@ class ResidualBlock(nn.Module):
 
     def __init__(self, channels: int) -> None:
         super().__init__()
-        self.body = nn.Sequential(
-            nn.Conv2d(channels, channels, 3, padding=1),
-            nn.ReLU(inplace=True),
-            nn.Conv2d(channels, channels, 3, padding=1),
-        )
-        last = self.body[-1]
-        assert isinstance(last, nn.Conv2d)
+        last = nn.Conv2d(channels, channels, 3, padding=1)
         nn.init.zeros_(last.weight)
         if last.bias is not None:
             nn.init.zeros_(last.bias)
+        self.body = nn.Sequential(nn.Conv2d(channels, channels, 3, padding=1), nn.ReLU(inplace=True), last)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x + self.body(x)
