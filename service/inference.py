@@ -42,6 +42,15 @@ def is_out_of_memory(exc: BaseException) -> bool:
     return isinstance(exc, RuntimeError) and "can't allocate memory" in str(exc)
 
 
+def pinned_copy(tensor: torch.Tensor) -> torch.Tensor:
+    """A copy of ``tensor`` in page-locked host memory, the only kind a copy to or from a GPU need not wait for.
+
+    From a GPU tensor the copy is queued on the current stream: synchronize it before reading the result.
+    """
+    pinned = torch.empty(tensor.shape, dtype=tensor.dtype, pin_memory=True)
+    return pinned.copy_(tensor, non_blocking=tensor.is_cuda)
+
+
 class Runner(Protocol):
     """What a batcher calls: ``InferenceRunner`` here, or ``ProcessRunner`` in the inference process."""
 
@@ -82,17 +91,11 @@ class InferenceRunner:
         batch = inputs[0][None, None] if len(inputs) == 1 else np.stack(inputs)[:, None]  # N×1×H×W float32
         with torch.inference_mode():
             host = torch.from_numpy(batch)
-            if self._cuda:
-                pinned = torch.empty(host.shape, dtype=host.dtype, pin_memory=True)
-                pinned.copy_(host)
-                x = pinned.to(self.device, non_blocking=True)
-            else:
-                x = host
+            x = pinned_copy(host).to(self.device, non_blocking=True) if self._cuda else host
             with self._precision():
                 y = self.model(x).float()
             if self._cuda:
-                out = torch.empty(y.shape, dtype=y.dtype, pin_memory=True)
-                out.copy_(y, non_blocking=True)
+                out = pinned_copy(y)
                 torch.cuda.current_stream(self.device).synchronize()  # the copy above must land first
             else:
                 out = y

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -29,6 +31,35 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         if "cuda" in item.keywords:
             item.add_marker(skip)
+
+
+@pytest.fixture(autouse=True)
+def _cpu_unless_marked_cuda(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
+    """On a machine with CUDA, a test not marked ``cuda`` runs as it would on a CPU-only machine.
+
+    Their figures are a CPU's: ``auto`` picks float32 training, bf16 serving on AMX, the inference child
+    process, all of which ``auto`` decides differently on a GPU. So ``auto`` means the CPU there: in this
+    process (dae-train, load_checkpoint), in the app (``DAE_DEVICE``) and in the servers and trainings a test
+    starts as processes. The ``cuda`` tests name the GPU themselves, and compare it with the CPU.
+    """
+    if "cuda" in request.keywords or not torch.cuda.is_available():
+        return
+    monkeypatch.setenv("DAE_DEVICE", "cpu")
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+
+
+@contextmanager
+def exact_float32() -> Iterator[None]:
+    """cuDNN's convolutions in true float32: by default they round their inputs to TF32 (10-bit mantissa),
+    which moves a denoiser's outputs by about 1e-3, ten times the tolerance a CPU/GPU comparison of a
+    checkpoint's float32 numerics should allow."""
+    conv, matmul = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
+    try:
+        yield
+    finally:
+        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = conv, matmul
 
 
 @pytest.fixture(scope="session")

@@ -11,6 +11,7 @@ import sys
 from collections.abc import Iterator
 from dataclasses import MISSING, fields
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -21,7 +22,7 @@ from torch import nn
 import training.train as train_module
 from models.architectures import MODEL_REGISTRY, create_model, register_model
 from models.checkpoint import load_checkpoint
-from tests.conftest import FIXTURE_ROOT, REPO
+from tests.conftest import FIXTURE_ROOT, REPO, exact_float32
 from training.batches import PatchBatches
 from training.cli import eval_main, parse_arch_arg, train_config, train_main, train_parser
 from training.photos import load_photos
@@ -395,20 +396,45 @@ def test_torchrun_two_processes_on_cpu_end_with_equal_weights(tmp_path: Path) ->
 
 
 @pytest.mark.cuda
-def test_cuda_training_with_bf16_lowers_validation_loss_and_loads_on_cpu(tmp_path: Path) -> None:
-    out = tmp_path / "gpu"
-    args = [*QUICK, "--arch", "conv", "--arch-arg", "channels=8", "--epochs", "4", "--device", "cuda"]
-    assert train_main([*args, "--out", str(out)]) == 0
-    card = card_of(out)
+def test_cuda_training_runs_bf16_autocast_and_fused_adam_and_its_checkpoints_cross_devices(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    optimizers: list[torch.optim.Optimizer] = []
+    make_optimizer = train_module.make_optimizer
+
+    def recorded(model: nn.Module, lr: float) -> torch.optim.Optimizer:
+        optimizers.append(make_optimizer(model, lr))
+        return optimizers[-1]
+
+    monkeypatch.setattr(train_module, "make_optimizer", recorded)
+    conv_outputs: set[torch.dtype] = set()  # what the convolutions compute in while the model trains
+
+    def note_dtype(module: nn.Module, _: Any, output: torch.Tensor) -> None:
+        if isinstance(module, nn.Conv2d) and module.training:
+            conv_outputs.add(output.dtype)
+
+    gpu_run, cpu_run = tmp_path / "gpu", tmp_path / "cpu"
+    args = [*QUICK, "--arch", "conv", "--arch-arg", "channels=8", "--epochs", "4"]
+    hook = torch.nn.modules.module.register_module_forward_hook(note_dtype)
+    try:
+        assert train_main([*args, "--device", "cuda", "--out", str(gpu_run)]) == 0
+    finally:
+        hook.remove()
+    assert conv_outputs == {torch.bfloat16}
+    assert len(optimizers) == 1 and optimizers[0].param_groups[0]["fused"] is True
+    card = card_of(gpu_run)
     assert card["training"]["device"].startswith("cuda") and card["training"]["precision"] == "bfloat16"
     history = card["training"]["history"]
+    assert history[-1]["val_psnr_db"] > history[0]["val_psnr_db"]
     assert history[-1]["train_loss"] < history[0]["train_loss"]
-    gpu_model, _ = load_checkpoint(out, "cuda")
-    cpu_model, _ = load_checkpoint(out, "cpu")
+
+    assert train_main([*args, "--epochs", "1", "--device", "cpu", "--out", str(cpu_run)]) == 0
     x = torch.rand(8, 1, 28, 28)
-    with torch.inference_mode():
-        # float32 on both: cuDNN and oneDNN differ only in summation order
-        assert torch.allclose(gpu_model(x.cuda()).cpu(), cpu_model(x), atol=1e-4)
+    for run in (gpu_run, cpu_run):  # trained on the GPU, and on the CPU: each loads on both, to the same outputs
+        gpu_model, _ = load_checkpoint(run, "cuda")
+        cpu_model, _ = load_checkpoint(run, "cpu")
+        with torch.inference_mode(), exact_float32():
+            assert torch.allclose(gpu_model(x.cuda()).cpu(), cpu_model(x), atol=1e-4)
 
 
 def test_init_from_fine_tunes_a_checkpoint_and_records_where_its_weights_came_from(tmp_path: Path) -> None:

@@ -97,6 +97,7 @@ def settings_for(**overrides: Any) -> Settings:
     """
     fields: dict[str, Any] = {
         "checkpoint_dir": CHECKPOINT_DIR,
+        "device": "cpu",  # the same on a machine with CUDA; the cuda tests ask for it by name
         "max_batch_size": 8,
         "inference_threads": 1,
         "torch_threads": 1,

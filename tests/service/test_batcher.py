@@ -12,6 +12,7 @@ import pytest
 import torch
 from torch import nn
 
+from service import inference
 from service.batcher import Arrivals, DynamicBatcher
 from service.errors import DeadlineExceeded, InferenceFailed, TooLarge, Unavailable
 from service.inference import InferenceRunner, Outcome, Prediction
@@ -210,15 +211,51 @@ def test_a_forward_that_raises_fails_only_its_own_image() -> None:
 
 
 @pytest.mark.cuda
-def test_cuda_runner_uses_pinned_memory_and_returns_host_arrays() -> None:
+def test_cuda_runner_stages_both_copies_in_pinned_memory_and_returns_host_arrays(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    staged: list[tuple[torch.device, torch.Tensor]] = []
+
+    def recorded(tensor: torch.Tensor) -> torch.Tensor:
+        staged.append((tensor.device, inference.pinned_copy(tensor)))
+        return staged[-1][1]
+
     device = torch.device("cuda")
     model = nn.Identity().to(device)
+    monkeypatch.setattr(inference, "pinned_copy", recorded)
     outcomes = InferenceRunner("identity", model, device).run([image(0.25), image(0.75)])
+    assert [source.type for source, _ in staged] == ["cpu", "cuda"]  # the batch in, the output back
+    assert all(copy.is_pinned() and copy.device.type == "cpu" for _, copy in staged)
     for outcome, value in zip(outcomes, (0.25, 0.75), strict=True):
         assert isinstance(outcome, Prediction)
         assert isinstance(outcome.output, np.ndarray)
         np.testing.assert_allclose(outcome.output, value)
         assert outcome.reconstruction_mse == 0.0
+
+
+@pytest.mark.cuda
+def test_a_real_cuda_out_of_memory_splits_the_batch_and_every_image_is_answered() -> None:
+    device = torch.device("cuda")
+    torch.manual_seed(0)
+    # 64 float32 channels of a 1024×1024 image hold 256 MiB: eight such images cannot fit under a 1 GiB cap, two can.
+    model = nn.Sequential(nn.Conv2d(1, 64, 3, padding=1), nn.ReLU(), nn.Conv2d(64, 1, 3, padding=1)).to(device)
+    sizes: list[int] = []
+    model.register_forward_pre_hook(lambda _, args: sizes.append(args[0].shape[0]))
+    inputs = [np.random.default_rng(i).random((1024, 1024), dtype=np.float32) for i in range(8)]
+    torch.cuda.synchronize()
+    torch.cuda.empty_cache()
+    torch.cuda.set_per_process_memory_fraction(2**30 / torch.cuda.get_device_properties(device).total_memory, device)
+    try:
+        outcomes = InferenceRunner("wide", model, device).run(inputs)
+    finally:
+        torch.cuda.set_per_process_memory_fraction(1.0, device)
+    assert sizes[0] == 8 and len(sizes) > 1, f"the batch of 8 did not run out of memory and split: {sizes}"
+    assert all(isinstance(o, Prediction) for o in outcomes), [type(o).__name__ for o in outcomes]
+    with torch.inference_mode():
+        for x, outcome in zip(inputs, outcomes, strict=True):
+            alone = model(torch.from_numpy(x)[None, None].to(device))[0, 0].cpu().numpy()
+            assert isinstance(outcome, Prediction)
+            np.testing.assert_allclose(outcome.output, alone, atol=1e-3)
 
 
 def test_with_two_inference_threads_two_batches_compute_at_once() -> None:

@@ -20,11 +20,12 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import numpy as np
 import pytest
 import torch
 
 from tests.conftest import CHECKPOINT_DIR
-from tests.service.conftest import MODELS_IN_PROCESS, LiveServer, runner_in_process
+from tests.service.conftest import MODELS_IN_PROCESS, LiveServer, decode_png, runner_in_process
 
 MODEL = "mlp-gaussian"
 WAIT_S = 20.0
@@ -81,6 +82,22 @@ def metric(text: str, name: str, **labels: str) -> float:
     return float(match.group(1))
 
 
+async def post_in_bursts(url: str, model: str, digits: list[bytes], clients: int, rounds: int) -> list[httpx.Response]:
+    """``rounds`` bursts of ``clients`` posts sent at once from one event loop: requests that reach the server
+    together, as under load. (Client threads in this process would take turns at its GIL and could trickle in one
+    by one.) Request i posts digit i mod len(digits)."""
+    responses: list[httpx.Response] = []
+    async with httpx.AsyncClient(base_url=url, timeout=WAIT_S + 10) as http:
+        for _ in range(rounds):
+            posts = [
+                http.post("/denoise", files={"file": ("d.png", digits[i % len(digits)], "image/png")},
+                          data={"model": model}, headers={"Accept": "image/png"})
+                for i in range(clients)
+            ]  # fmt: skip
+            responses += await asyncio.gather(*posts)
+    return responses
+
+
 def test_concurrent_clients_share_a_batch(make_server: Any, digits: list[bytes]) -> None:
     clients = 8
     server = make_server(max_batch_size=16, max_batch_delay_ms=20, **MODELS_IN_PROCESS)
@@ -120,23 +137,9 @@ def test_on_the_event_loop_a_lone_request_runs_alone_and_concurrent_ones_share_f
     after = forwards_and_images()
     assert (after[0] - before[0], after[1] - before[1]) == (5, 5)  # one at a time: five batches of one
 
-    # Bursts of 16 sent at once from one event loop: requests that reach the server together, as under load.
-    # (Client threads in this process would take turns at its GIL and could trickle in one by one.)
     clients, rounds = 16, 8
-
-    async def bursts() -> list[int]:
-        statuses = []
-        async with httpx.AsyncClient(base_url=server.url, timeout=WAIT_S + 10) as http:
-            for _ in range(rounds):
-                posts = [
-                    http.post("/denoise", files={"file": ("d.png", digits[i % len(digits)], "image/png")},
-                              data={"model": MODEL}, headers={"Accept": "image/png"})
-                    for i in range(clients)
-                ]  # fmt: skip
-                statuses += [response.status_code for response in await asyncio.gather(*posts)]
-        return statuses
-
-    assert asyncio.run(bursts()) == [200] * (clients * rounds)
+    responses = asyncio.run(post_in_bursts(server.url, MODEL, digits, clients, rounds))
+    assert [r.status_code for r in responses] == [200] * (clients * rounds)
     final = forwards_and_images()
     forwards, images = final[0] - after[0], final[1] - after[1]
     assert images == clients * rounds
@@ -146,6 +149,32 @@ def test_on_the_event_loop_a_lone_request_runs_alone_and_concurrent_ones_share_f
     assert httpx.post(server.url + "/denoise/batch", files=files, data={"model": MODEL}, timeout=30).status_code == 200
     batch = forwards_and_images()
     assert batch[1] - final[1] == 8 and batch[0] - final[0] <= 2, "one request's images did not share forwards"
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("model", ["conv-blind", "mlp-gaussian"])
+def test_on_cuda_concurrent_clients_share_batches_and_get_what_a_cpu_pinned_server_gives(
+    make_server: Any, digits: list[bytes], model: str
+) -> None:
+    gpu = make_server(device="cuda", max_batch_size=32, max_batch_delay_ms=20)
+    cpu = make_server(device="cpu")
+    assert gpu.store.denoisers[model].placement.device.type == "cuda"
+    assert cpu.store.denoisers[model].placement.device.type == "cpu"
+    before = httpx.get(gpu.url + "/metrics").text
+    clients, rounds = 32, 4
+    responses = asyncio.run(post_in_bursts(gpu.url, model, digits, clients, rounds))
+    assert [r.status_code for r in responses] == [200] * (clients * rounds)
+    after = httpx.get(gpu.url + "/metrics").text
+    forwards = metric(after, "dae_batch_size_count", model=model) - metric(before, "dae_batch_size_count", model=model)
+    images = metric(after, "dae_batch_size_sum", model=model) - metric(before, "dae_batch_size_sum", model=model)
+    assert images == clients * rounds and images / forwards > 1, f"mean batch {images / forwards:.2f}"
+
+    # The same digits through a CPU-pinned server: cuDNN's TF32 convolutions may move a pixel by a grey level.
+    on_cpu = asyncio.run(post_in_bursts(cpu.url, model, digits, len(digits), 1))
+    for i, response in enumerate(responses):
+        expected = decode_png(on_cpu[i % len(digits)].content).astype(int)
+        difference = np.abs(decode_png(response.content).astype(int) - expected)
+        assert difference.max() <= 2 and difference.mean() <= 0.25, (i, difference.max(), difference.mean())
 
 
 def test_a_full_queue_answers_503_with_retry_after_then_recovers(make_server: Any, digit: bytes) -> None:
