@@ -60,13 +60,15 @@ SUITE_IGNORES=(--ignore=tests/service/test_browser.py --ignore=tests/deploy)
 machine >"$OUT/machine.txt" 2>&1
 # The rest of the suite beside the cuda tests (together, a plain pytest), as neither is timed; on a machine with
 # CUDA every test not marked cuda runs as on a CPU (tests/conftest.py), which this proves too.
-step suite 240 "$PYTHON" -m pytest -p no:cacheprovider -m "not cuda" "${SUITE_IGNORES[@]}" &
-step cuda 200 "$PYTHON" -m pytest -v -p no:cacheprovider -m cuda
+# SUITE_PATHS: only these test files (a lease too short for the whole suite carries on where the last stopped).
+# shellcheck disable=SC2086
+step suite "${SUITE_LIMIT_S:-240}" "$PYTHON" -m pytest -p no:cacheprovider -m "not cuda" "${SUITE_IGNORES[@]}" ${SUITE_PATHS:-} &
+step cuda 200 "$PYTHON" -m pytest -v -p no:cacheprovider -m cuda "${SUITE_IGNORES[@]}"
 wait
 if [ "$CUDA" = 1 ]; then
     # Both write their section of docs/benchmarks.md, which comes back with the results.
     step train 110 "$PYTHON" -m bench.train_benchmark --data-root "$DATA_ROOT" --seeds 1
-    step serve 190 "$PYTHON" -m bench.serve_benchmark --connections 1 32 128 --workers 1 4 8 --wrk-threads 4 \
+    step serve 190 "$PYTHON" -m bench.serve_benchmark --connections 1 32 128 --workers ${SERVE_WORKERS:-1 4 8} --wrk-threads 4 \
         --duration 2 --repeats 1
     cp docs/benchmarks.md "$OUT/benchmarks.md"
     # The photo model trained further where it takes minutes, not hours: only when asked for, as a call of

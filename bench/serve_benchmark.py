@@ -34,7 +34,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterator
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack, contextmanager, suppress
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -93,7 +93,7 @@ def free_port() -> int:
 
 def server_command(variant: Variant, port: int) -> tuple[list[str], dict[str, str]]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("DAE_", "PROMETHEUS_"))}
-    env["PYTHONPATH"] = str(REPO)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))  # and the wheels'
     # dae-serve takes uvicorn's spelling of these
     options = ["--host", "127.0.0.1", "--port", str(port), "--log-level", "warning", "--workers", str(variant.workers)]
     if variant.server == "service":
@@ -144,7 +144,8 @@ def launched(
             time.sleep(0.2)
         yield url, process.pid
     finally:
-        os.killpg(process.pid, signal.SIGINT)
+        with suppress(ProcessLookupError):  # it exited during start-up: the error above says why
+            os.killpg(process.pid, signal.SIGINT)
         try:
             process.wait(timeout=30)
         except subprocess.TimeoutExpired:

@@ -80,7 +80,9 @@ def train_both(args: argparse.Namespace, seed: int, tv_root: Path, work: Path) -
                "--lr", "1e-3", "--seed", str(seed), "--val-images", val_images,
                "--device", args.device, "--out", str(work / f"dae{seed}")]  # fmt: skip
     reference_s = run_process(reference_cmd + (["--exclude-holdout"] if args.holdout else []))
-    dae_s = run_process([str(Path(sys.executable).parent / "dae-train"), *dae_cmd[1:]])
+    # `python -m training train` is dae-train without the console script, which a machine that runs the project
+    # from its checkout (the GPU check) lacks.
+    dae_s = run_process([sys.executable, "-m", "training", "train", *dae_cmd[1:]])
     return reference_s, dae_s, dae_cmd
 
 
