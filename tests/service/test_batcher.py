@@ -215,9 +215,10 @@ def test_cuda_runner_stages_both_copies_in_pinned_memory_and_returns_host_arrays
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     staged: list[tuple[torch.device, torch.Tensor]] = []
+    pinned_copy = inference.pinned_copy
 
     def recorded(tensor: torch.Tensor) -> torch.Tensor:
-        staged.append((tensor.device, inference.pinned_copy(tensor)))
+        staged.append((tensor.device, pinned_copy(tensor)))
         return staged[-1][1]
 
     device = torch.device("cuda")
@@ -235,7 +236,7 @@ def test_cuda_runner_stages_both_copies_in_pinned_memory_and_returns_host_arrays
 
 @pytest.mark.cuda
 def test_a_real_cuda_out_of_memory_splits_the_batch_and_every_image_is_answered() -> None:
-    device = torch.device("cuda")
+    device = torch.device("cuda", torch.cuda.current_device())  # the memory cap wants the index
     torch.manual_seed(0)
     # 64 float32 channels of a 1024×1024 image hold 256 MiB: eight such images cannot fit under a 1 GiB cap, two can.
     model = nn.Sequential(nn.Conv2d(1, 64, 3, padding=1), nn.ReLU(), nn.Conv2d(64, 1, 3, padding=1)).to(device)
