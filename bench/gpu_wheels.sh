@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Download, here, the wheels the GPU machine lacks (bench/gpu_wheels.txt) for its Python 3.12, into .whl/
-# (ignored), wrk's Debian packages into .whl/deb/, MNIST and the photo sets into .whl/data/ (about 52 MB in all,
-# under the device tool's 64 MiB of carried paths); the device run carries .whl and bench/gpu_check.sh installs them there.
+# (ignored), wrk's Debian packages into .whl/deb/, MNIST (and with PHOTOS=1 the photo sets) into .whl/data/; the
+# device run carries .whl and bench/gpu_check.sh installs them there.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 mkdir -p .whl/deb
@@ -13,8 +13,16 @@ grep -v '^#' bench/gpu_wheels.txt | grep . | while read -r requirement; do
         -d .whl "$requirement"
 done
 (cd .whl/deb && apt-get download -q wrk libluajit-5.1-2 libluajit-5.1-common >/dev/null)
-# MNIST for the training benchmark and the photo sets for the photo step (the machine reaches no network);
-# DATA_ROOT to take them from elsewhere.
-mkdir -p .whl/data/natural && cp -r "${DATA_ROOT:-../shared/data}/mnist" .whl/data/
-for set in train400 set12 bsd68; do cp -r "${DATA_ROOT:-../shared/data}/natural/$set" .whl/data/natural/; done
-du -sh .whl
+# MNIST for the training benchmark (the machine reaches no network); the photo sets only for the photo step
+# (PHOTOS=1: 17 MB more); DATA_ROOT to take them from elsewhere.
+mkdir -p .whl/data && cp -r "${DATA_ROOT:-../shared/data}/mnist" .whl/data/
+if [ "${PHOTOS:-0}" = 1 ]; then
+    mkdir -p .whl/data/natural
+    for set in train400 set12 bsd68; do cp -r "${DATA_ROOT:-../shared/data}/natural/$set" .whl/data/natural/; done
+fi
+# The device tool carries the working tree and .whl together, at most 64 MiB: the tree is ~39 MB, 17 of them the
+# study's U-Nets (cache/study), which the device needs one seed of. Over the limit, move the other seeds aside for
+# the run (mkdir -p /tmp/aside && mv cache/study/*@* /tmp/aside/) and `git checkout cache/study` after.
+tree=$(git ls-files -z | xargs -0 cat 2>/dev/null | wc -c)
+carried=$(du -sb .whl | cut -f1)
+echo "tree $((tree / 1048576)) MiB + .whl $((carried / 1048576)) MiB = $(((tree + carried) / 1048576)) MiB (limit 64)"
