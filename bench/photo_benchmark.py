@@ -67,8 +67,8 @@ fastest of {args.bm3d_repeats}.
 - Device: {device_description("auto")}, {os.cpu_count()} cores; {wrk_version()}
 - Measured: {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC
 
-| photo | server | model | connections | requests/s | p50 ms | p99 ms | mean batch | errors |
-| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |
+| photo | server | model | connections | requests/s | p50 ms | p99 ms | mean batch | ms per batch | errors |
+| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |
 {chr(10).join(f"| {label} {format_row(p)}" for label, p in points)}
 
 - One 481×321 photo ({photo.name}) at one connection: **{latency.p50_ms:.0f} ms** (p50; p99

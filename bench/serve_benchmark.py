@@ -82,6 +82,7 @@ class Point:
     mean_batch: float | None
     errors: int
     rounds: tuple[float, ...] = ()  # requests/s of every round's run, in round order (the point is the fastest)
+    batch_ms: float | None = None  # the mean wall time of one batch in the inference thread (on CUDA: the GPU's)
 
 
 def free_port() -> int:
@@ -191,15 +192,15 @@ def parse_wrk(output: str) -> tuple[float, float, float, int]:
     return rate, p50, p99, errors
 
 
-def batch_totals(url: str, model: str) -> tuple[float, float]:
-    """(images, forward passes) so far for ``model``, from the service's batch-size histogram."""
+def batch_totals(url: str, model: str) -> tuple[float, float, float]:
+    """(images, forward passes, seconds in them) so far for ``model``, from the service's histograms."""
     text = httpx.get(url + "/metrics", timeout=10).text
 
     def value(name: str) -> float:
         match = re.search(rf'^{name}\{{model="{re.escape(model)}"\}} (\S+)$', text, re.M)
         return float(match.group(1)) if match else 0.0
 
-    return value("dae_batch_size_sum"), value("dae_batch_size_count")
+    return value("dae_batch_size_sum"), value("dae_batch_size_count"), value("dae_inference_seconds_sum")
 
 
 def measure(
@@ -259,12 +260,13 @@ def measure_once(
 ) -> Point:
     before = batch_totals(url, variant.model) if variant.server == "service" and variant.model else None
     rate, p50, p99, errors = parse_wrk(run_wrk(url, connections, duration_s, image, variant.model, wrk_threads))
-    mean_batch = None
+    mean_batch = batch_ms = None
     if before is not None and variant.model:
         after = batch_totals(url, variant.model)
         forwards = after[1] - before[1]
-        mean_batch = (after[0] - before[0]) / forwards if forwards else None
-    return Point(variant, connections, rate, p50, p99, mean_batch, errors)
+        if forwards:
+            mean_batch, batch_ms = (after[0] - before[0]) / forwards, (after[2] - before[2]) / forwards * 1e3
+    return Point(variant, connections, rate, p50, p99, mean_batch, errors, batch_ms=batch_ms)
 
 
 def parallel_speedup(seconds: float = 0.5) -> float:
@@ -285,16 +287,17 @@ def parallel_speedup(seconds: float = 0.5) -> float:
 
 def format_row(point: Point) -> str:
     batch = "" if point.mean_batch is None else f"{point.mean_batch:.1f}"
+    batch_ms = "" if point.batch_ms is None else f"{point.batch_ms:.2f}"
     rate = f"{point.requests_per_s:,.{1 if point.requests_per_s < 100 else 0}f}"  # photos come a few a second
     return (
         f"| {point.variant.label} | {point.variant.model or '-'} | {point.connections} | "
-        f"{rate} | {point.p50_ms:.2f} | {point.p99_ms:.2f} | {batch} | {point.errors} |"
+        f"{rate} | {point.p50_ms:.2f} | {point.p99_ms:.2f} | {batch} | {batch_ms} | {point.errors} |"
     )
 
 
 TABLE_HEAD = (
-    "| server | model | connections | requests/s | p50 ms | p99 ms | mean batch | errors |\n"
-    "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |"
+    "| server | model | connections | requests/s | p50 ms | p99 ms | mean batch | ms per batch | errors |\n"
+    "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
 )
 
 
@@ -412,7 +415,9 @@ the U-Net's in {serving_dtype()}:
 server process (`DAE_INFERENCE_BACKEND=thread`), `service, child process` with them in the child
 (`DAE_INFERENCE_BACKEND=process`); `naive` the model run per request inside the
 endpoint in float32, as the tutorial does (`bench/serve_naive.py`); `floor` decode and encode with no
-model (`bench/serve_floor.py`). Mean batch is images per forward pass, from the service's `/metrics`.
+model (`bench/serve_floor.py`). Mean batch is images per forward pass and ms per batch the mean time of
+one batch where it runs (the copies in and out included; on CUDA, the GPU's time per batch), both from the
+service's `/metrics`.
 A label ending `N workers` is the same server with N processes sharing the port (`--workers`); wrk ran
 {args.wrk_threads} load thread(s), at most one per connection.
 
@@ -442,6 +447,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--wrk-threads", type=int, default=1, help="wrk's load threads (default 1)")
     parser.add_argument(
+        "--skip",
+        nargs="+",
+        choices=["naive", "backend"],
+        default=[],
+        help="variants to leave out: the naive server, the service with its other inference backend (on CUDA "
+        "every forward runs in an inference thread, so that one is the service again)",
+    )
+    parser.add_argument(
         "--section", default="Serving", help="the docs/benchmarks.md section to write (default Serving)"
     )
     parser.add_argument("--no-write", action="store_true", help="print only; leave docs/benchmarks.md alone")
@@ -460,10 +473,11 @@ def main(argv: list[str] | None = None) -> int:
             variants += [Variant("service", model, workers=workers), Variant("service", model, 1, workers=workers)]
             # The other backend once, with one worker: threads, or the child process where the shipped service
             # runs threads (the photo model).
-            if workers == 1:
+            if workers == 1 and "backend" not in args.skip:
                 other = "thread" if shipped_backend(model) != "thread" else "process"
                 variants.append(Variant("service", model, backend=other))
-            variants.append(Variant("naive", model, workers=workers))
+            if "naive" not in args.skip:
+                variants.append(Variant("naive", model, workers=workers))
     connections = tuple(args.connections)
     speedups = [parallel_speedup()]
     print(f"device: {device_description('auto')}, {os.cpu_count()} cores; parallel speed-up {speedups[0]:.2f}")
