@@ -64,10 +64,11 @@ machine >"$OUT/machine.txt" 2>&1
 # CUDA every test not marked cuda runs as on a CPU (tests/conftest.py), which this proves too. Serially it takes
 # about 450 s on the H200 machine (its first run got through 302 tests in 370 s): there it runs on pytest-xdist's
 # workers (the suite passes so, 404 tests in 270 s on 2 cores here). SUITE_PATHS: only these test files.
+# Two torch threads per xdist worker: sixteen each would crowd 16 cores eightfold (the suite passes with one).
 PARALLEL=()
 "$PYTHON" -c "import xdist" 2>/dev/null && PARALLEL=(-n "${SUITE_WORKERS:-8}")
 # shellcheck disable=SC2086
-step suite "${SUITE_LIMIT_S:-150}" "$PYTHON" -m pytest -p no:cacheprovider "${PARALLEL[@]}" -m "not cuda" \
+step suite "${SUITE_LIMIT_S:-150}" env OMP_NUM_THREADS=2 "$PYTHON" -m pytest -p no:cacheprovider "${PARALLEL[@]}" -m "not cuda" \
     "${SUITE_IGNORES[@]}" ${SUITE_PATHS:-} &
 step cuda 120 "$PYTHON" -m pytest -v -p no:cacheprovider -m cuda "${SUITE_IGNORES[@]}"  # 35 s on the H200
 wait

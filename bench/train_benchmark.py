@@ -30,6 +30,7 @@ from pathlib import Path
 
 from bench.common import device_description, write_section
 from models.checkpoint import load_checkpoint
+from models.device import resolve_device
 from training.data import SPLIT_FILES, find_idx_file, holdout_split, load_split
 from training.evaluate import evaluate
 
@@ -60,8 +61,9 @@ def run_process(cmd: list[str]) -> float:
     return time.perf_counter() - start
 
 
-def train_both(args: argparse.Namespace, seed: int, tv_root: Path, work: Path) -> tuple[float, float, list[str]]:
-    """One seed: the reference loop's process, then dae-train's; returns both wall times and dae's command."""
+def train_both(args: argparse.Namespace, seed: int, tv_root: Path, work: Path) -> tuple[dict[str, float], list[str]]:
+    """One seed: the reference loop's process, then dae-train's (and on CUDA dae-train's with --cuda-graphs);
+    returns each one's wall time by loop name, and dae's command."""
     reference_cmd = [
         sys.executable,
         "bench/reference_loop.py",
@@ -80,11 +82,14 @@ def train_both(args: argparse.Namespace, seed: int, tv_root: Path, work: Path) -
                "--noise", "gaussian", "--level", "0.3", "--epochs", str(args.epochs), "--batch-size", "128",
                "--lr", "1e-3", "--seed", str(seed), "--val-images", val_images,
                "--device", args.device, "--out", str(work / f"dae{seed}")]  # fmt: skip
-    reference_s = run_process(reference_cmd + (["--exclude-holdout"] if args.holdout else []))
+    seconds = {"reference": run_process(reference_cmd + (["--exclude-holdout"] if args.holdout else []))}
     # `python -m training train` is dae-train without the console script, which a machine that runs the project
     # from its checkout (the GPU check) lacks.
-    dae_s = run_process([sys.executable, "-m", "training", "train", *dae_cmd[1:]])
-    return reference_s, dae_s, dae_cmd
+    seconds["dae"] = run_process([sys.executable, "-m", "training", "train", *dae_cmd[1:]])
+    if resolve_device(args.device).type == "cuda":
+        graphs = [*dae_cmd[1:-1], str(work / f"graphs{seed}"), "--cuda-graphs"]
+        seconds["graphs"] = run_process([sys.executable, "-m", "training", "train", *graphs])
+    return seconds, dae_cmd
 
 
 def main() -> None:
@@ -103,25 +108,28 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="dae-bench-"))
     tv_root = torchvision_layout(data_root, work / "tv")
 
-    times: dict[str, list[float]] = {"reference": [], "dae": []}
-    loop_times: dict[str, list[float]] = {"reference": [], "dae": []}  # the training loops alone, from the cards
-    psnrs: dict[str, list[float]] = {"reference": [], "dae": []}
+    times: dict[str, list[float]] = {}
+    loop_times: dict[str, list[float]] = {}  # the training loops alone, from the cards
+    psnrs: dict[str, list[float]] = {}
     images, _ = load_split("mnist", "train", data_root)
     scored = images[holdout_split(len(images))[1]] if args.holdout else load_split("mnist", "test", data_root)[0]
     n_train = len(images) - (len(scored) if args.holdout else 0)
     for seed in range(args.seeds):
-        reference_s, dae_s, dae_cmd = train_both(args, seed, tv_root, work)
-        for loop, seconds in (("reference", reference_s), ("dae", dae_s)):
+        seconds, dae_cmd = train_both(args, seed, tv_root, work)
+        for loop, wall in seconds.items():
             model, card = load_checkpoint(work / f"{loop}{seed}")
-            times[loop].append(seconds)
-            loop_times[loop].append(card.training["loop_seconds" if loop == "reference" else "wall_time_s"])
-            psnrs[loop].append(evaluate(model, scored, "gaussian", 0.3)["psnr_db"])
-        print(f"seed {seed}: reference {reference_s:.1f} s {psnrs['reference'][-1]:.2f} dB, "
-              f"dae-train {dae_s:.1f} s {psnrs['dae'][-1]:.2f} dB", flush=True)  # fmt: skip
+            times.setdefault(loop, []).append(wall)
+            loop_times.setdefault(loop, []).append(
+                card.training["loop_seconds" if loop == "reference" else "wall_time_s"]
+            )
+            psnrs.setdefault(loop, []).append(evaluate(model, scored, "gaussian", 0.3)["psnr_db"])
+        done = ", ".join(f"{loop} {wall:.1f} s {psnrs[loop][-1]:.2f} dB" for loop, wall in seconds.items())
+        print(f"seed {seed}: {done}", flush=True)
 
-    names = {"reference": "reference loop (torchvision + DataLoader)", "dae": "dae-train"}
+    names = {"reference": "reference loop (torchvision + DataLoader)", "dae": "dae-train",
+             "graphs": "dae-train --cuda-graphs"}  # fmt: skip
     rows = []
-    for loop in ("reference", "dae"):
+    for loop in times:
         fastest, median = min(times[loop]), statistics.median(times[loop])
         per_seed = " / ".join(f"{q:.2f}" for q in psnrs[loop])
         mean, spread = statistics.mean(psnrs[loop]), statistics.pstdev(psnrs[loop])
@@ -154,7 +162,12 @@ def main() -> None:
             if args.holdout
             else f"`dae-train` is **{ratio:.2f}×** faster than the reference loop, whole process against whole process "
             f"(fastest runs; {median_ratio:.2f}× median against median); its training loop trains {loop_ratio:.2f}× "
-            "the reference loop's images a second."
+            "the reference loop's images a second"
+            + (
+                f", and {min(loop_times['reference']) / min(loop_times['graphs']):.2f}× with --cuda-graphs."
+                if "graphs" in loop_times
+                else "."
+            )
         ),
         "",
         f"Command: `python -m bench.train_benchmark {shlex.join(sys.argv[1:])}` (`make bench-train` runs it with "

@@ -44,6 +44,7 @@ from models.metrics import psnr_per_image
 from training.batches import Batches, PatchBatches, WholeImageBatches, size_groups
 from training.data import DATASETS, holdout_split, load_split
 from training.evaluate import to_float_batch
+from training.graphed import GraphedStep
 from training.photos import PHOTO_DATASETS, PHOTO_VAL_FRACTION, is_photo_dataset, load_photos
 
 PRECISIONS = ("auto", "float32", "bfloat16")  # --precision: the spellings of DAE_INFERENCE_DTYPE
@@ -133,6 +134,13 @@ class TrainConfig:
         },
     )
     resume: bool = field(default=False, metadata={"help": "continue an interrupted run from its saved state"})
+    cuda_graphs: bool = field(
+        default=False,
+        metadata={
+            "help": "replay each training step as one captured CUDA graph (CUDA, one process): a small model's "
+            "eager steps are bound by kernel launches (training.graphed)"
+        },
+    )
     init_from: str | None = field(
         default=None,
         metadata={
@@ -219,10 +227,11 @@ def computes_the_same(grown: nn.Module, source: nn.Module) -> bool:
     return same
 
 
-def make_optimizer(model: nn.Module, lr: float) -> torch.optim.Optimizer:
-    # Fused Adam runs the whole update in a few kernels (CUDA, and CPU since torch 2.4).
+def make_optimizer(model: nn.Module, lr: float, capturable: bool = False) -> torch.optim.Optimizer:
+    # Fused Adam runs the whole update in a few kernels (CUDA, and CPU since torch 2.4). Capturable keeps its
+    # step count on the device, which a CUDA graph needs.
     try:
-        return torch.optim.Adam(model.parameters(), lr=lr, fused=True)
+        return torch.optim.Adam(model.parameters(), lr=lr, fused=True, capturable=capturable)
     except (RuntimeError, TypeError):
         return torch.optim.Adam(model.parameters(), lr=lr, foreach=True)
 
@@ -296,7 +305,7 @@ def validation_psnr(model: nn.Module, val_images: Images, cfg: TrainConfig) -> f
     return total.item() / len(val_images)
 
 
-def add_training_noise(clean: torch.Tensor, cfg: TrainConfig, generator: torch.Generator) -> torch.Tensor:
+def add_training_noise(clean: torch.Tensor, cfg: TrainConfig, generator: torch.Generator | None) -> torch.Tensor:
     """The training noise (``--noise`` at ``--level``, with ``--gaussian-share`` for ``mixed_photo``)."""
     if cfg.gaussian_share is not None:
         return add_mixed_photo_noise(clean, cfg.noise_level, generator, gaussian_share=cfg.gaussian_share)
@@ -321,6 +330,8 @@ def train(cfg: TrainConfig) -> ModelCard | None:
             raise ValueError(f"--gaussian-share is a fraction of the patches, in [0, 1], not {cfg.gaussian_share}")
     info = init_distributed(cfg.device)
     device = resolve_device(cfg.device, info.local_rank)
+    if cfg.cuda_graphs and (device.type != "cuda" or info.world_size > 1):
+        raise ValueError(f"--cuda-graphs needs a CUDA device and one process, not {device} × {info.world_size}")
     torch.manual_seed(cfg.seed)
     train_images, val_images = load_train_images(cfg, device)
     batches = make_batches(cfg, train_images, info, device)
@@ -328,7 +339,7 @@ def train(cfg: TrainConfig) -> ModelCard | None:
     model = channels_last_if_convolutional(build_model(cfg).to(device))
     channels_last = is_convolutional(model)  # decided by what the model is, not by its name
     init_record = initialise_from(model, cfg.init_from) if cfg.init_from else None
-    optimizer = make_optimizer(model, cfg.lr)
+    optimizer = make_optimizer(model, cfg.lr, capturable=cfg.cuda_graphs)
     state_path = Path(cfg.out + ".resume")
     state_path.parent.mkdir(parents=True, exist_ok=True)
     progress = Progress(best_state={k: v.detach().clone() for k, v in model.state_dict().items()})
@@ -342,25 +353,33 @@ def train(cfg: TrainConfig) -> ModelCard | None:
     dtype = training_dtype(cfg.precision, device)
     use_bf16 = dtype == torch.bfloat16
 
+    def train_step(clean: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+        noisy = prepare(add_training_noise(clean, cfg, generator), channels_last)
+        # No cast cache: a CUDA graph must not keep the capture's casts (each weight is cast once a step anyway).
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16, cache_enabled=False):
+            out = ddp_model(noisy)
+        loss = F.mse_loss(out.float(), clean)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        return loss.detach()
+
+    graphed = GraphedStep(train_step, model, optimizer) if cfg.cuda_graphs else None
     steps = batches.steps
     started = time.perf_counter() - progress.elapsed_s  # a resumed run's time includes its earlier processes
     for epoch in range(progress.epoch, cfg.epochs):
         for group in optimizer.param_groups:
             group["lr"] = lr_at(cfg, epoch)
-        noise_gen = make_generator((cfg.seed * 1000 + epoch) * 64 + info.rank, device)
+        noise_seed = (cfg.seed * 1000 + epoch) * 64 + info.rank
+        noise_gen = make_generator(noise_seed, device)
+        if graphed is not None:
+            torch.cuda.manual_seed(noise_seed)  # a graph draws from the default generator, the graph-safe one
         model.train()
         running = torch.zeros((), device=device)
         bar = tqdm(total=steps, desc=f"epoch {epoch + 1}/{cfg.epochs}", disable=not info.is_main, unit="step")
         tick, seen = time.perf_counter(), 0
         for step, clean in enumerate(batches.epoch(epoch)):
-            noisy = prepare(add_training_noise(clean, cfg, noise_gen), channels_last)
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16):
-                out = ddp_model(noisy)
-            loss = F.mse_loss(out.float(), clean)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            running += loss.detach()
+            running += graphed(clean) if graphed is not None else train_step(clean, noise_gen)
             seen += len(clean) * info.world_size
             if (step + 1) % cfg.log_every == 0 or step + 1 == steps:
                 rate = seen / (time.perf_counter() - tick)
