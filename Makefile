@@ -3,6 +3,8 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 DATA_ROOT ?= ../shared/data
+# pytest-xdist processes for `make test`: two took the suite from 590 s to 413 s on a 2-core EPYC (0 runs it in one).
+TEST_WORKERS ?= 2
 
 .PHONY: serve test lint bench-train bench-soak checkpoints report clean
 
@@ -27,7 +29,7 @@ test: $(VENV)/.installed-dev
 	bash scripts/install-test-tools.sh
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/pytest
+	$(BIN)/pytest -n $(TEST_WORKERS)
 
 lint: $(VENV)/.installed-dev
 	$(BIN)/ruff check .
