@@ -68,14 +68,15 @@ machine >"$OUT/machine.txt" 2>&1
 PARALLEL=()
 "$PYTHON" -c "import xdist" 2>/dev/null && PARALLEL=(-n "${SUITE_WORKERS:-8}")
 # shellcheck disable=SC2086
-step suite "${SUITE_LIMIT_S:-140}" env OMP_NUM_THREADS=2 "$PYTHON" -m pytest -p no:cacheprovider "${PARALLEL[@]}" -m "not cuda" \
-    "${SUITE_IGNORES[@]}" ${SUITE_PATHS:-} &
+step suite "${SUITE_LIMIT_S:-140}" env OMP_NUM_THREADS=2 "$PYTHON" -m pytest -p no:cacheprovider "${PARALLEL[@]}" \
+    -m "not cuda" "${SUITE_IGNORES[@]}" ${SUITE_PATHS:-} &
 step cuda 120 "$PYTHON" -m pytest -v -p no:cacheprovider -m cuda "${SUITE_IGNORES[@]}"  # 35 s on the H200
 wait
 if [ "$CUDA" = 1 ]; then
     # Both write their section of docs/benchmarks.md, which comes back with the results.
-    # The reference loop alone took about 60 s there; dae-train runs twice on CUDA, eager and --cuda-graphs. The serving benchmark starts all its servers at once: with
-    # 1 and 8 workers, 16 servers of 70 processes took about two minutes to come up there, then ~2.5 s a point.
+    # The reference loop alone took about 60 s there; dae-train runs twice on CUDA, eager and --cuda-graphs.
+    # The serving benchmark starts all its servers at once: with 1 and 8 workers, 16 servers of 70 processes took
+    # about two minutes to come up there, then ~2.5 s a point.
     # Left out there: the naive server (no target asks for it) and the service's other backend (on CUDA every
     # forward runs in an inference thread, so it is the service again): 1, 4 and 8 workers make 65 processes.
     step train 160 "$PYTHON" -m bench.train_benchmark --data-root "$DATA_ROOT" --seeds 1

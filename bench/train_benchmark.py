@@ -129,11 +129,11 @@ def main() -> None:
     names = {"reference": "reference loop (torchvision + DataLoader)", "dae": "dae-train",
              "graphs": "dae-train --cuda-graphs"}  # fmt: skip
     rows = []
+    trained = n_train * args.epochs
     for loop in times:
         fastest, median = min(times[loop]), statistics.median(times[loop])
         per_seed = " / ".join(f"{q:.2f}" for q in psnrs[loop])
         mean, spread = statistics.mean(psnrs[loop]), statistics.pstdev(psnrs[loop])
-        trained = n_train * args.epochs
         rows.append(f"| {names[loop]} | {fastest:.1f} | {median:.1f} | {trained / fastest:,.0f} | "
                     f"{trained / min(loop_times[loop]):,.0f} | {per_seed} | {mean:.2f} ± {spread:.2f} |")  # fmt: skip
     # The fastest run is the benchmark's figure (timeit's rule: interference only ever adds time); on a
@@ -142,7 +142,7 @@ def main() -> None:
     # how often that happened.
     ratio = min(times["reference"]) / min(times["dae"])
     median_ratio = statistics.median(times["reference"]) / statistics.median(times["dae"])
-    loop_ratio = min(loop_times["reference"]) / min(loop_times["dae"])
+    loop_ratio = {loop: min(loop_times["reference"]) / min(seconds) for loop, seconds in loop_times.items()}
     split = "the fixed held-out 5,000 train images (both trained on the other 55,000)" if args.holdout else (
         "the full MNIST test split")  # fmt: skip
     device = device_description(args.device)
@@ -161,13 +161,9 @@ def main() -> None:
             "Times here include dae-train's validation after every epoch: the speed comparison is the test-split run."
             if args.holdout
             else f"`dae-train` is **{ratio:.2f}×** faster than the reference loop, whole process against whole process "
-            f"(fastest runs; {median_ratio:.2f}× median against median); its training loop trains {loop_ratio:.2f}× "
-            "the reference loop's images a second"
-            + (
-                f", and {min(loop_times['reference']) / min(loop_times['graphs']):.2f}× with --cuda-graphs."
-                if "graphs" in loop_times
-                else "."
-            )
+            f"(fastest runs; {median_ratio:.2f}× median against median); its training loop trains "
+            f"{loop_ratio['dae']:.2f}× the reference loop's images a second"
+            + (f", and {loop_ratio['graphs']:.2f}× with --cuda-graphs." if "graphs" in loop_ratio else ".")
         ),
         "",
         f"Command: `python -m bench.train_benchmark {shlex.join(sys.argv[1:])}` (`make bench-train` runs it with "

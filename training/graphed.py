@@ -1,14 +1,12 @@
 """The training step captured once as a CUDA graph and replayed (``dae-train --cuda-graphs``).
 
 Why: a small model's step on a GPU is launch-bound. The reference MLP's step is some forty kernels of a few
-microseconds each; eager, the GPU waits on Python and on every launch (the GPU issue measured 62k images/s
-eager on an H100, 490k replaying a graph). A replay launches the whole step at once.
+microseconds each; eager, the GPU waits on Python and on every launch. A replay launches the whole step at once.
 
 The same numerics as the eager step: the same function, the same ops in the same order on the same tensors.
 Two things differ, as CUDA graphs require: the noise comes from the device's default generator (the one
 graph-safe generator; seeded per epoch by the loop), and Adam runs ``capturable`` (its step count on the
-device). A batch of another shape (an epoch's last, smaller one) runs eagerly through the same function, and
-so does every batch of a CPU run: the graph is CUDA's alone.
+device). A batch of another shape (an epoch's last, smaller one) runs eagerly through the same function.
 """
 
 from __future__ import annotations
@@ -26,7 +24,8 @@ WARM_UP_STEPS = 3  # CUDA graphs' rule: run the step a few times on a side strea
 class GraphedStep:
     """Runs ``step`` on a batch: by replaying its CUDA graph when the batch has the captured shape and the
     learning rate is the captured one (a float baked into the fused Adam kernel), else capturing it anew, or
-    eagerly for a batch of another shape. ``replays`` counts what ran from the graph."""
+    eagerly for a batch of another shape. ``replays`` counts what ran from the graph. A replay's loss is the
+    graph's own tensor, overwritten by the next replay: add it up before then (the loop does, at once)."""
 
     def __init__(self, step: Step, model: nn.Module, optimizer: torch.optim.Optimizer) -> None:
         self.step, self.model, self.optimizer = step, model, optimizer
@@ -34,7 +33,6 @@ class GraphedStep:
         self.static_clean = torch.empty(0)
         self.static_loss = torch.empty(0)
         self.captured_lr: float | None = None
-        self.warmed_up = False
         self.replays = 0
 
     def __call__(self, clean: torch.Tensor) -> torch.Tensor:
@@ -46,10 +44,10 @@ class GraphedStep:
         self.static_clean.copy_(clean)
         self.graph.replay()
         self.replays += 1
-        return self.static_loss.clone()
+        return self.static_loss
 
     def capture(self, example: torch.Tensor) -> None:
-        if not self.warmed_up:
+        if self.graph is None:  # the first capture; later ones (a new learning rate) find everything made
             self.warm_up(example)
         self.optimizer.zero_grad(set_to_none=True)  # the gradients are then allocated in the graph's own pool
         self.static_clean = example.clone()
@@ -82,4 +80,3 @@ class GraphedStep:
                         value.copy_(before[param][key])
                     else:  # a fresh Adam's state: zeros, what its lazy first step would have made
                         value.zero_()
-        self.warmed_up = True

@@ -238,7 +238,8 @@ def test_cuda_runner_stages_both_copies_in_pinned_memory_and_returns_host_arrays
 def test_a_real_cuda_out_of_memory_splits_the_batch_and_every_image_is_answered() -> None:
     device = torch.device("cuda", torch.cuda.current_device())  # the memory cap wants the index
     torch.manual_seed(0)
-    # 64 float32 channels of a 1024×1024 image hold 256 MiB: eight such images cannot fit under a 1 GiB cap, two can.
+    # 64 float32 channels of a 1024×1024 image hold 256 MiB, and the ReLU makes a second such tensor: eight images
+    # cannot fit under a 1 GiB cap, one can.
     model = nn.Sequential(nn.Conv2d(1, 64, 3, padding=1), nn.ReLU(), nn.Conv2d(64, 1, 3, padding=1)).to(device)
     sizes: list[int] = []
     model.register_forward_pre_hook(lambda _, args: sizes.append(args[0].shape[0]))
