@@ -386,10 +386,14 @@ def train(cfg: TrainConfig) -> ModelCard | None:
                 bar.set_postfix(loss=f"{running.item() / (step + 1):.4f}", img_s=f"{rate:,.0f}")
                 bar.update(step + 1 - bar.n)
         bar.close()
+        train_loss = running.item() / steps  # waits for the device, so the time below is the epoch's work
+        train_s = round(time.perf_counter() - tick, 3)
         model.eval()
         # With no held-out slice every epoch counts as the best so far: the last one is written.
         val = validation_psnr(model, val_images, cfg) if len(val_images) else math.inf
-        history.append({"epoch": epoch + 1, "train_loss": running.item() / steps, "val_psnr_db": finite_or_none(val)})
+        history.append(
+            {"epoch": epoch + 1, "train_loss": train_loss, "val_psnr_db": finite_or_none(val), "train_s": train_s}
+        )
         if info.is_main:
             shown = f"val PSNR {val:.2f} dB" if math.isfinite(val) else "no validation"
             print(f"epoch {epoch + 1}: train loss {history[-1]['train_loss']:.5f}, {shown}", flush=True)
