@@ -9,10 +9,7 @@ written.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import math
-import os
 import platform
 import shlex
 import sys
@@ -24,12 +21,11 @@ from typing import Any
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
-from safetensors.torch import load_file, save_file
 from torch import nn
 from tqdm import tqdm
 
 from models.architectures import create_model, list_models
-from models.checkpoint import ModelCard, checkpoint_paths, load_checkpoint, save_checkpoint
+from models.checkpoint import ModelCard, checkpoint_paths, save_checkpoint
 from models.corruptions import (
     DEFAULT_LEVELS,
     NOISE_TYPES,
@@ -43,9 +39,12 @@ from models.device import channels_last_if_convolutional, dtype_name, is_convolu
 from models.metrics import psnr_per_image
 from training.batches import Batches, PatchBatches, WholeImageBatches, size_groups
 from training.data import DATASETS, holdout_split, load_split
+from training.distributed import DistInfo, gather_digests, init_distributed
 from training.evaluate import to_float_batch
 from training.graphed import GraphedStep
+from training.init_from import initialise_from
 from training.photos import PHOTO_DATASETS, PHOTO_VAL_FRACTION, is_photo_dataset, load_photos
+from training.resume import Progress, load_training_state, save_training_state
 
 PRECISIONS = ("auto", "float32", "bfloat16")  # --precision: the spellings of DAE_INFERENCE_DTYPE
 
@@ -159,72 +158,8 @@ class TrainConfig:
         return DEFAULT_LEVELS[self.noise] if self.level is None else self.level
 
 
-@dataclass
-class DistInfo:
-    rank: int = 0
-    world_size: int = 1
-    local_rank: int = 0
-
-    @property
-    def is_main(self) -> bool:
-        return self.rank == 0
-
-
-def init_distributed(device_request: str) -> DistInfo:
-    """Join the ``torchrun`` process group if launched by it (gloo on CPU, NCCL on CUDA)."""
-    if "WORLD_SIZE" not in os.environ or int(os.environ["WORLD_SIZE"]) == 1:
-        return DistInfo()
-    info = DistInfo(int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"]), int(os.environ.get("LOCAL_RANK", 0)))
-    backend = "nccl" if resolve_device(device_request, info.local_rank).type == "cuda" else "gloo"
-    dist.init_process_group(backend)
-    return info
-
-
 def build_model(cfg: TrainConfig) -> nn.Module:
     return create_model(cfg.arch, **cfg.arch_args)
-
-
-def initialise_from(model: nn.Module, path: str) -> dict[str, Any]:
-    """Load a checkpoint's weights into ``model``; returns what the new card records of where they came from.
-
-    The earlier run's command and time go into the new card, so a fine-tuned checkpoint's whole cost and recipe
-    stay on record even when the first stage's checkpoint is not shipped.
-    """
-    source, card = load_checkpoint(path)
-    mismatch = ValueError(
-        f"--init-from {path}: it holds a {card.architecture} {card.hyperparameters}, not the model --arch/--arch-arg "
-        "describe; give the same architecture and arguments (more `blocks` may be added: they start as the identity)"
-    )
-    try:
-        missing, unexpected = model.load_state_dict(source.state_dict(), strict=False)
-    except RuntimeError as exc:  # differently shaped tensors
-        raise mismatch from exc
-    if unexpected or (missing and not computes_the_same(model, source.eval())):
-        raise mismatch
-    training = card.training
-    return {
-        "checkpoint": card.name,
-        "weights_sha256": card.weights_sha256,
-        "command": training.get("command"),
-        "wall_time_s": training.get("wall_time_s"),
-        "epochs": card.epochs,
-        **({"new_tensors": len(missing)} if missing else {}),
-        # The earlier stages of a run fine-tuned more than once, nested: the whole chain stays on record.
-        **({"init_from": training["init_from"]} if training.get("init_from") else {}),
-    }
-
-
-def computes_the_same(grown: nn.Module, source: nn.Module) -> bool:
-    """Whether a model with more parameters than ``source`` still computes what it does (its new layers start as
-    the identity), on one random image: growing a trained model must not throw its training away."""
-    device = next(grown.parameters()).device
-    size = getattr(source, "input_size", None) or (48, 48)
-    probe = torch.rand(1, getattr(source, "input_channels", 1), *size, generator=torch.Generator().manual_seed(0))
-    was_training = grown.training
-    with torch.no_grad():  # a tolerance: the two may run different kernels (channels-last, TF32 on a GPU)
-        same = torch.allclose(grown.eval()(probe.to(device)), source.to(device)(probe.to(device)), atol=1e-4)
-    grown.train(was_training)
-    return same
 
 
 def make_optimizer(model: nn.Module, lr: float, capturable: bool = False) -> torch.optim.Optimizer:
@@ -460,63 +395,3 @@ def device_name(device: torch.device) -> str:
     if device.type == "cuda":
         return f"cuda ({torch.cuda.get_device_name(device)})"
     return f"cpu ({platform.processor() or platform.machine()}, {torch_threads()})"
-
-
-def gather_digests(state: dict[str, torch.Tensor], info: DistInfo) -> list[str]:
-    """sha256 of each rank's final weights: data-parallel ranks must end bit-identical."""
-    digest = hashlib.sha256()
-    for key in sorted(state):
-        digest.update(state[key].detach().cpu().contiguous().numpy().tobytes())
-    if info.world_size == 1:
-        return [digest.hexdigest()]
-    gathered: list[str | None] = [None] * info.world_size
-    dist.all_gather_object(gathered, digest.hexdigest())
-    return [str(d) for d in gathered]
-
-
-@dataclass
-class Progress:
-    """Where a run stands after an epoch: what ``--resume`` restores, so a resumed run's card is the whole run's."""
-
-    epoch: int = 0
-    best: dict[str, float] = field(default_factory=lambda: {"psnr": -1.0, "epoch": -1})
-    best_state: dict[str, torch.Tensor] = field(default_factory=dict)
-    history: list[dict[str, float | None]] = field(default_factory=list)
-    elapsed_s: float = 0.0
-
-
-# --resume state: model and optimizer tensors in safetensors, the rest as JSON; nothing pickled.
-def save_training_state(path: Path, model: nn.Module, optimizer: torch.optim.Optimizer, progress: Progress) -> None:
-    tensors = {f"model.{k}": v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    tensors.update({f"best.{k}": v.detach().cpu().contiguous() for k, v in progress.best_state.items()})
-    opt = optimizer.state_dict()
-    for param_id, slots in opt["state"].items():
-        for slot, value in slots.items():
-            tensors[f"optim.{param_id}.{slot}"] = torch.as_tensor(value).detach().cpu().contiguous()
-    save_file(tensors, str(path.with_suffix(".resume.safetensors")))
-    meta = {
-        "epoch": progress.epoch,
-        "best": progress.best,
-        "history": progress.history,
-        "elapsed_s": progress.elapsed_s,
-        "param_groups": opt["param_groups"],
-    }
-    path.with_suffix(".resume.meta").write_text(json.dumps(meta))
-
-
-def load_training_state(path: Path, model: nn.Module, optimizer: torch.optim.Optimizer) -> Progress:
-    tensors_path, meta_path = path.with_suffix(".resume.safetensors"), path.with_suffix(".resume.meta")
-    if not tensors_path.is_file() or not meta_path.is_file():
-        raise FileNotFoundError(f"--resume: no training state at {tensors_path} (is the run already finished?)")
-    tensors = load_file(str(tensors_path))
-    meta = json.loads(meta_path.read_text())
-    model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
-    state: dict[int, dict[str, torch.Tensor]] = {}
-    for key, value in tensors.items():
-        if key.startswith("optim."):
-            _, param_id, slot = key.split(".", 2)
-            state.setdefault(int(param_id), {})[slot] = value
-    optimizer.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
-    device = next(model.parameters()).device
-    best_state = {k[5:]: v.to(device) for k, v in tensors.items() if k.startswith("best.")}
-    return Progress(int(meta["epoch"]), meta["best"], best_state, meta.get("history", []), meta.get("elapsed_s", 0.0))

@@ -20,9 +20,9 @@ from models.checkpoint import ModelCard, save_checkpoint
 from models.corruptions import make_generator, mixed_noise_with_levels
 from models.device import dtype_name, resolve_device
 from models.metrics import psnr_per_image
+from training.distributed import DistInfo
 from training.evaluate import to_float_batch
 from training.train import (
-    DistInfo,
     TrainConfig,
     build_model,
     device_name,
