@@ -20,7 +20,7 @@ DATA_ROOT=${DATA_ROOT:-../shared/data}
 OUT=${OUT:-$PWD/gpu-out}
 DEVICE=${PHOTO_DEVICE:-cuda}
 # shellcheck disable=SC2086
-"$PYTHON" -m bench.budgeted_train --budget-s "${PHOTO_BUDGET_S:-400}" -- --dataset train400 --data-root "$DATA_ROOT" \
+"$PYTHON" -m bench.budgeted_train --budget-s "${PHOTO_BUDGET_S:-360}" -- --dataset train400 --data-root "$DATA_ROOT" \
     --arch unet-res --arch-arg channels=32 --arch-arg depth=3 --noise mixed_photo --gaussian-share 0.8 \
     --patch-size 128 --batch-size 64 --epochs 30 --lr 5e-4 --schedule cosine --val-images 16 --seed 1 \
     --saturate 0.35 --device "$DEVICE" --init-from checkpoints/photo-blind --out "$OUT/photo/photo-blind" \

@@ -25,6 +25,7 @@ from models.checkpoint import load_checkpoint
 from tests.conftest import FIXTURE_ROOT, REPO, exact_float32
 from training.batches import PatchBatches
 from training.cli import eval_main, parse_arch_arg, train_config, train_main, train_parser
+from training.evaluate import to_float_batch
 from training.graphed import GraphedStep
 from training.photos import load_photos
 from training.study.config import StudyConfig
@@ -200,7 +201,9 @@ def test_resume_continues_an_interrupted_run_to_the_same_weights(
     split, whole = card_of(tmp_path / "split"), card_of(tmp_path / "whole")
     assert split["weights_sha256"] == whole["weights_sha256"]
     # the card is the whole run's: every epoch's figures, and the time of both processes
-    untimed = [[{k: v for k, v in h.items() if k != "train_s"} for h in c["training"]["history"]] for c in (split, whole)]
+    untimed = [
+        [{k: v for k, v in h.items() if k != "train_s"} for h in c["training"]["history"]] for c in (split, whole)
+    ]
     assert untimed[0] == untimed[1]
     assert [h["epoch"] for h in split["training"]["history"]] == [1, 2, 3]
 
@@ -438,6 +441,27 @@ def test_cuda_training_runs_bf16_autocast_and_fused_adam_and_its_checkpoints_cro
         cpu_model, _ = load_checkpoint(run, "cpu")
         with torch.inference_mode(), exact_float32():
             assert torch.allclose(gpu_model(x.cuda()).cpu(), cpu_model(x), atol=1e-4)
+
+
+@pytest.mark.cuda
+def test_photo_training_on_cuda_draws_its_patches_there_and_its_checkpoint_serves_on_a_cpu(tmp_path: Path) -> None:
+    """The photo lease's recipe in small (bench/gpu_photo.sh): patches, stretches and mixed photo noise drawn on
+    the GPU, and the checkpoint it writes computes on a CPU what it computes there."""
+    photos = load_photos("train400", FIXTURE_ROOT)
+    patches = next(iter(PatchBatches(photos, 32, batch=64, steps=1, seed=1, device="cuda", saturate=0.35).epoch(0)))
+    assert patches.is_cuda and patches.shape == (64, 1, 32, 32) and 0 <= patches.min() <= patches.max() <= 1
+    out = tmp_path / "photo"
+    recipe = ["--gaussian-share", "0.8", "--saturate", "0.35", "--arch-arg", "channels=8", "--patch-size", "32"]
+    steps = ["--batch-size", "16", "--epochs", "3", "--steps-per-epoch", "100", "--device", "cuda"]
+    assert train_main(["--dataset", "train400", *PHOTO_RUN, *recipe, *steps, "--out", str(out)]) == 0
+    training = card_of(out)["training"]
+    assert training["device"].startswith("cuda") and training["precision"] == "bfloat16"
+    assert training["history"][-1]["train_loss"] < training["history"][0]["train_loss"]
+    photo = to_float_batch(photos[0][None])  # a whole 48×48 photo, not a patch
+    gpu_model, _ = load_checkpoint(out, "cuda")
+    cpu_model, _ = load_checkpoint(out, "cpu")
+    with torch.inference_mode(), exact_float32():
+        assert torch.allclose(gpu_model(photo.cuda()).cpu(), cpu_model(photo), atol=1e-4)
 
 
 @pytest.mark.cuda
