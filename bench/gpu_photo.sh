@@ -9,10 +9,10 @@
 # 8×8, nearer the whole photos it serves), more of them Gaussian (the targets it misses) and more of them saturated
 # (a white region must stay white); then its Set12 and BSD68 figures, each set only if carried (BSD68 is scored back
 # here). PHOTO_ARGS: dae-train options to add or override (argparse keeps an option's last value), e.g. "--arch-arg
-# blocks=2"; PHOTO_EVAL_ARGS: dae-eval's; PHOTO_DEVICE=cpu for the rehearsal. The checkpoint comes back under
-# $OUT/photo/. Ship it only if it beats the card's figures at every noise (scored again on the CPU, as the card's
-# were), passes the photo tests and keeps /denoise of a 481×321 photo within the speed target
-# (python -m bench.photo_benchmark).
+# blocks=2"; PHOTO_EVAL_ARGS: dae-eval's; PHOTO_DEVICE=cpu and PHOTO_CALIBRATION_STEPS=2 for a rehearsal (a step of
+# 64 patches takes seconds on a CPU). The checkpoint comes back under $OUT/photo/. Ship it only if it beats the
+# card's figures at every noise (scored again on the CPU, as the card's were), passes the photo tests and keeps
+# /denoise of a 481×321 photo within the speed target (python -m bench.photo_benchmark).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python3}
@@ -20,7 +20,8 @@ DATA_ROOT=${DATA_ROOT:-../shared/data}
 OUT=${OUT:-$PWD/gpu-out}
 DEVICE=${PHOTO_DEVICE:-cuda}
 # shellcheck disable=SC2086
-"$PYTHON" -m bench.budgeted_train --budget-s "${PHOTO_BUDGET_S:-360}" -- --dataset train400 --data-root "$DATA_ROOT" \
+"$PYTHON" -m bench.budgeted_train --budget-s "${PHOTO_BUDGET_S:-360}" \
+    --calibration-steps "${PHOTO_CALIBRATION_STEPS:-40}" -- --dataset train400 --data-root "$DATA_ROOT" \
     --arch unet-res --arch-arg channels=32 --arch-arg depth=3 --noise mixed_photo --gaussian-share 0.8 \
     --patch-size 128 --batch-size 64 --epochs 30 --lr 5e-4 --schedule cosine --val-images 16 --seed 1 \
     --saturate 0.35 --device "$DEVICE" --init-from checkpoints/photo-blind --out "$OUT/photo/photo-blind" \
