@@ -23,7 +23,7 @@ def budgeted(budget_s: int, calibration_steps: int, out: Path) -> int:
 
 def test_a_budgeted_run_ships_a_finished_checkpoint_whose_card_reproduces_it(tmp_path: Path) -> None:
     out = tmp_path / "photo"
-    assert budgeted(25, 2, out) == 0
+    assert budgeted(40, 2, out) == 0  # room for slow start-ups: two tests at once on two cores
     card = json.loads(out.with_suffix(".json").read_text())
     training = card["training"]
     assert [h["epoch"] for h in training["history"]] == [1, 2]  # the whole schedule ran, not a cut-off one
