@@ -22,6 +22,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from bench.common import train_command
 from training.cli import train_config
 
 REPO = Path(__file__).resolve().parents[1]
@@ -40,7 +41,7 @@ class StepCost:
 def run_training(args: list[str]) -> tuple[int, float]:
     """``python -m training train ARGS`` in the repository, its output passed through: exit status, seconds."""
     started = time.perf_counter()
-    status = subprocess.run([sys.executable, "-m", "training", "train", *args], cwd=REPO).returncode
+    status = subprocess.run(train_command(args), cwd=REPO).returncode
     return status, time.perf_counter() - started
 
 

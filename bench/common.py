@@ -1,14 +1,21 @@
-"""Helpers every benchmark shares: the device's name, and writing one section of docs/benchmarks.md."""
+"""Helpers every benchmark shares: the device's name, one section of docs/benchmarks.md, the training command."""
 
 from __future__ import annotations
 
 import platform
 import re
+import sys
 from pathlib import Path
 
 import torch
 
 BENCHMARKS_MD = Path(__file__).resolve().parents[1] / "docs" / "benchmarks.md"
+
+
+def train_command(args: list[str]) -> list[str]:
+    """``dae-train ARGS`` as ``python -m training train ARGS``: dae-train without its console script, which a
+    machine that runs the project from its checkout (the GPU check) lacks."""
+    return [sys.executable, "-m", "training", "train", *args]
 
 
 def device_description(device: str = "auto") -> str:

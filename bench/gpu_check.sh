@@ -68,11 +68,11 @@ PARALLEL=()
 
 # The photo model trained further (bench/gpu_photo.sh), only when asked for, on the GPU while the tests run on the
 # CPU cores (neither is timed): GPU_CHECK_STEPS="cuda suite photo serve-photos", a lease of its own.
-export PYTHON DATA_ROOT OUT
 PHOTO_BUDGET_S=${PHOTO_BUDGET_S:-360}
+export PYTHON DATA_ROOT OUT PHOTO_BUDGET_S
 PHOTO_PID=
 if [ "$CUDA" = 1 ] || [ -n "${PHOTO_DEVICE:-}" ]; then  # PHOTO_DEVICE=cpu: the rehearsal
-    step photo $((PHOTO_BUDGET_S + 60)) env PHOTO_BUDGET_S="$PHOTO_BUDGET_S" bash bench/gpu_photo.sh &
+    step photo $((PHOTO_BUDGET_S + 60)) bash bench/gpu_photo.sh &
     PHOTO_PID=$!
 fi
 

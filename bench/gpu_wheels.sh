@@ -22,8 +22,8 @@ if [ "${PHOTOS:-0}" = 1 ]; then
     mkdir -p .whl/data/natural
     for set in ${PHOTO_SETS:-train400 set12}; do cp -r "${DATA_ROOT:-../shared/data}/natural/$set" .whl/data/natural/; done
 fi
-# The device tool carries the working tree and .whl together, at most 64 MiB: the tree is ~39 MB, 17 of them the
-# study's U-Nets (cache/study), which the device needs one seed of. Over the limit, move the other seeds aside for
+# The device tool carries the working tree and .whl together, at most 64 MiB: the tree is ~37 MiB, 12 of them the
+# study's extra seeds of its U-Nets (cache/study/*@*), which the device does not need. Over the limit, move the other seeds aside for
 # the run (mkdir -p /tmp/aside && mv cache/study/*@* /tmp/aside/) and `git checkout cache/study` after.
 tree=$(git ls-files -z | xargs -0 cat 2>/dev/null | wc -c)
 carried=$(du -sb .whl | cut -f1)

@@ -28,7 +28,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench.common import device_description, write_section
+from bench.common import device_description, train_command, write_section
 from models.checkpoint import load_checkpoint
 from models.device import resolve_device
 from training.data import SPLIT_FILES, find_idx_file, holdout_split, load_split
@@ -83,12 +83,10 @@ def train_both(args: argparse.Namespace, seed: int, tv_root: Path, work: Path) -
                "--lr", "1e-3", "--seed", str(seed), "--val-images", val_images,
                "--device", args.device, "--out", str(work / f"dae{seed}")]  # fmt: skip
     seconds = {"reference": run_process(reference_cmd + (["--exclude-holdout"] if args.holdout else []))}
-    # `python -m training train` is dae-train without the console script, which a machine that runs the project
-    # from its checkout (the GPU check) lacks.
-    seconds["dae"] = run_process([sys.executable, "-m", "training", "train", *dae_cmd[1:]])
+    seconds["dae"] = run_process(train_command(dae_cmd[1:]))
     if resolve_device(args.device).type == "cuda":
         graphs = [*dae_cmd[1:-1], str(work / f"graphs{seed}"), "--cuda-graphs"]
-        seconds["graphs"] = run_process([sys.executable, "-m", "training", "train", *graphs])
+        seconds["graphs"] = run_process(train_command(graphs))
     return seconds, dae_cmd
 
 

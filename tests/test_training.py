@@ -27,6 +27,7 @@ from training.batches import PatchBatches
 from training.cli import eval_main, parse_arch_arg, train_config, train_main, train_parser
 from training.evaluate import to_float_batch
 from training.graphed import GraphedStep
+from training.init_from import initialise_from
 from training.photos import load_photos
 from training.study.config import StudyConfig
 from training.study.zoo import SPEC_BY_NAME, ModelZoo
@@ -554,4 +555,4 @@ def test_init_from_refuses_new_layers_that_would_change_what_the_model_computes(
             if isinstance(layer, torch.nn.Conv2d):
                 torch.nn.init.constant_(layer.weight, 0.1)  # no longer the identity
     with pytest.raises(ValueError, match="more `blocks` may be added"):
-        train_module.initialise_from(grown, str(first))
+        initialise_from(grown, str(first))
