@@ -14,7 +14,8 @@ from urllib.parse import urlparse
 
 import pytest
 
-from tests.service.conftest import LiveServer
+from service.app import create_app
+from tests.service.conftest import LiveServer, settings_for
 
 CHROMIUM = "/usr/bin/chromium"
 # Offline and quiet: no sandbox (containers, root), no GPU, none of chromium's own calls home.
@@ -45,10 +46,13 @@ def browser() -> Iterator[Any]:
         browser.close()
 
 
-@pytest.fixture
-def server(make_server: Any) -> LiveServer:
-    live: LiveServer = make_server()
-    return live
+@pytest.fixture(scope="module")
+def server() -> Iterator[LiveServer]:
+    # One server for the module: the pages only read from it, and each start loads and warms every model.
+    live = LiveServer(create_app(settings_for()))
+    live.start()
+    yield live
+    live.stop()
 
 
 @pytest.fixture

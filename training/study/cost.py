@@ -79,7 +79,7 @@ def model_cost(study: Study, name: str, noisy: torch.Tensor, clean: torch.Tensor
     )  # fmt: skip
 
 
-def classical_cost(method: str, noisy: torch.Tensor, clean: torch.Tensor) -> Cost:
+def classical_cost(method: str, noisy: torch.Tensor, clean: torch.Tensor, repeats: int) -> Cost:
     # The untuned first setting of each grid: run time hardly depends on the setting, and quality is the
     # classical section's business (tuned on train images there).
     sigma = float(GAUSSIAN.steps[0][1])
@@ -88,8 +88,8 @@ def classical_cost(method: str, noisy: torch.Tensor, clean: torch.Tensor) -> Cos
     def run(x: torch.Tensor) -> torch.Tensor:
         return classical.run(method, x, sigma, 1, params)
 
-    latency = median_seconds(lambda: run(noisy[:1]), CLASSICAL_REPEATS)
-    return Cost(method, "—", "none", 1000 * latency, len(noisy) / median_seconds(lambda: run(noisy), CLASSICAL_REPEATS),
+    latency = median_seconds(lambda: run(noisy[:1]), repeats)
+    return Cost(method, "—", "none", 1000 * latency, len(noisy) / median_seconds(lambda: run(noisy), repeats),
                 Score.of(run(noisy), clean))  # fmt: skip
 
 
@@ -98,6 +98,7 @@ def cost_section(study: Study) -> Section:
     timed = study.mnist.head(batch)
     noisy, clean = timed.noisy(GAUSSIAN), timed.clean
     repeats = study.cfg.scale.timing_repeats
+    classical_repeats = min(CLASSICAL_REPEATS, repeats)  # a smoke run's few calls, BM3D's included
     rows = []
     for spec in SPECS:
         if spec.dataset == "mnist":
@@ -107,12 +108,12 @@ def cost_section(study: Study) -> Section:
         if method == classical.EFFECTIVE_BM3D:  # BM3D itself, given another σ: the same cost
             continue
         study.log(f"cost: timing {method}")
-        rows.append(classical_cost(method, noisy, clean))
+        rows.append(classical_cost(method, noisy, clean, classical_repeats))
     device = next(study.scorer.model_of(SPECS[0].name).parameters()).device
     what = (
         f"{CELL_NOTE.split(',')[0]} (seed 0 of each model; classical methods untuned); networks on "
         f"{device_name(device)}, classical methods on the CPU, all in this one process; times: the median of "
-        f"{repeats} calls (classical: {CLASSICAL_REPEATS}) after a warm-up; training time as each card records it"
+        f"{repeats} calls (classical: {classical_repeats}) after a warm-up; training time as each card records it"
     )
     header = ["method", "parameters", "training time (card)", "latency, batch 1 (ms)",
               f"throughput, batch {batch} (images/s)", "Gaussian σ 0.3: PSNR / SSIM"]  # fmt: skip
