@@ -26,7 +26,8 @@ import numpy as np
 from PIL import Image
 
 from bench.common import device_description, write_section
-from bench.serve_benchmark import Point, Variant, format_row, measure, wrk_version
+from bench.loopback import Variant, wrk_version
+from bench.serve_benchmark import Point, format_row, measure
 
 MODEL = "photo-blind"
 HEADING = "Photos: serving"

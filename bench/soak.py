@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bench.common import device_description, write_section
-from bench.serve_benchmark import (
+from bench.loopback import (
     DEFAULT_IMAGE,
     Variant,
     free_port,
