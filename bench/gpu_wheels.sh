@@ -23,8 +23,8 @@ if [ "${PHOTOS:-0}" = 1 ]; then
     for set in ${PHOTO_SETS:-train400 set12}; do cp -r "${DATA_ROOT:-../shared/data}/natural/$set" .whl/data/natural/; done
 fi
 # The device tool carries the working tree and .whl together, at most 64 MiB: the tree is ~37 MiB, 12 of them the
-# study's extra seeds of its U-Nets (cache/study/*@*), which the device does not need. Over the limit, move the other seeds aside for
-# the run (mkdir -p /tmp/aside && mv cache/study/*@* /tmp/aside/) and `git checkout cache/study` after.
+# study's extra seeds of its U-Nets (cache/study/*@*), which the device does not need. Over the limit, move them
+# aside for the run (mkdir -p /tmp/aside && mv cache/study/*@* /tmp/aside/) and `git checkout cache/study` after.
 tree=$(git ls-files -z | xargs -0 cat 2>/dev/null | wc -c)
 carried=$(du -sb .whl | cut -f1)
 echo "tree $((tree / 1048576)) MiB + .whl $((carried / 1048576)) MiB = $(((tree + carried) / 1048576)) MiB (limit 64)"

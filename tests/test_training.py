@@ -402,6 +402,14 @@ def test_torchrun_two_processes_on_cpu_end_with_equal_weights(tmp_path: Path) ->
     load_checkpoint(out)
 
 
+def assert_same_outputs_on_cuda_and_cpu(run: Path, x: torch.Tensor) -> None:
+    """The checkpoint at ``run``, loaded on the GPU and on the CPU, computes the same on ``x`` (TF32 off)."""
+    gpu_model, _ = load_checkpoint(run, "cuda")
+    cpu_model, _ = load_checkpoint(run, "cpu")
+    with torch.inference_mode(), exact_float32():
+        assert torch.allclose(gpu_model(x.cuda()).cpu(), cpu_model(x), atol=1e-4)
+
+
 @pytest.mark.cuda
 def test_cuda_training_runs_bf16_autocast_and_fused_adam_and_its_checkpoints_cross_devices(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
@@ -438,10 +446,7 @@ def test_cuda_training_runs_bf16_autocast_and_fused_adam_and_its_checkpoints_cro
     assert train_main([*args, "--epochs", "1", "--device", "cpu", "--out", str(cpu_run)]) == 0
     x = torch.rand(8, 1, 28, 28)
     for run in (gpu_run, cpu_run):  # trained on the GPU, and on the CPU: each loads on both, to the same outputs
-        gpu_model, _ = load_checkpoint(run, "cuda")
-        cpu_model, _ = load_checkpoint(run, "cpu")
-        with torch.inference_mode(), exact_float32():
-            assert torch.allclose(gpu_model(x.cuda()).cpu(), cpu_model(x), atol=1e-4)
+        assert_same_outputs_on_cuda_and_cpu(run, x)
 
 
 @pytest.mark.cuda
@@ -458,11 +463,7 @@ def test_photo_training_on_cuda_draws_its_patches_there_and_its_checkpoint_serve
     training = card_of(out)["training"]
     assert training["device"].startswith("cuda") and training["precision"] == "bfloat16"
     assert training["history"][-1]["train_loss"] < training["history"][0]["train_loss"]
-    photo = to_float_batch(photos[0][None])  # a whole 48×48 photo, not a patch
-    gpu_model, _ = load_checkpoint(out, "cuda")
-    cpu_model, _ = load_checkpoint(out, "cpu")
-    with torch.inference_mode(), exact_float32():
-        assert torch.allclose(gpu_model(photo.cuda()).cpu(), cpu_model(photo), atol=1e-4)
+    assert_same_outputs_on_cuda_and_cpu(out, to_float_batch(photos[0][None]))  # a whole 48×48 photo, not a patch
 
 
 @pytest.mark.cuda

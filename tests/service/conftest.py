@@ -13,7 +13,7 @@ import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
-from contextlib import AbstractAsyncContextManager
+from contextlib import AbstractAsyncContextManager, ExitStack, contextmanager
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -238,20 +238,23 @@ def make_client() -> Iterator[Callable[..., AppClient]]:
         app_client.close()
 
 
+@contextmanager
+def serving(**overrides: Any) -> Iterator[LiveServer]:
+    """A live server with ``settings_for(**overrides)``, ready, for the ``with`` block; a module's fixture
+    shares one this way where its tests only read from it (each start loads and warms every model)."""
+    server = LiveServer(create_app(settings_for(**overrides)))
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
 @pytest.fixture
 def make_server() -> Iterator[Callable[..., LiveServer]]:
     """Start a live server with particular settings; stopped after the test."""
-    started: list[LiveServer] = []
-
-    def make(**overrides: Any) -> LiveServer:
-        server = LiveServer(create_app(settings_for(**overrides)))
-        started.append(server)
-        server.start()
-        return server
-
-    yield make
-    for server in started:
-        server.stop()
+    with ExitStack() as servers:
+        yield lambda **overrides: servers.enter_context(serving(**overrides))
 
 
 @pytest.fixture

@@ -14,8 +14,7 @@ from urllib.parse import urlparse
 
 import pytest
 
-from service.app import create_app
-from tests.service.conftest import LiveServer, settings_for
+from tests.service.conftest import LiveServer, serving
 
 CHROMIUM = "/usr/bin/chromium"
 # Offline and quiet: no sandbox (containers, root), no GPU, none of chromium's own calls home.
@@ -48,11 +47,8 @@ def browser() -> Iterator[Any]:
 
 @pytest.fixture(scope="module")
 def server() -> Iterator[LiveServer]:
-    # One server for the module: the pages only read from it, and each start loads and warms every model.
-    live = LiveServer(create_app(settings_for()))
-    live.start()
-    yield live
-    live.stop()
+    with serving() as live:  # one for the module: the pages only read from it
+        yield live
 
 
 @pytest.fixture

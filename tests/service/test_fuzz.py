@@ -26,7 +26,7 @@ from service.app import create_app
 from service.errors import BadImage, TooLarge
 from service.images import decode_image
 from service.noise import NoiseSpec
-from tests.service.conftest import LiveServer, settings_for
+from tests.service.conftest import LiveServer, serving, settings_for
 
 PIXEL_LIMIT = 256 * 256
 
@@ -34,10 +34,8 @@ PIXEL_LIMIT = 256 * 256
 @pytest.fixture(scope="module")
 def live_server() -> Iterator[LiveServer]:
     # A small pixel limit keeps each generated upload cheap; the limit itself is part of what is fuzzed.
-    server = LiveServer(create_app(settings_for(max_image_pixels=PIXEL_LIMIT, max_upload_bytes=256 * 1024)))
-    server.start()
-    yield server
-    server.stop()
+    with serving(max_image_pixels=PIXEL_LIMIT, max_upload_bytes=256 * 1024) as server:
+        yield server
 
 
 def _saved(image: Image.Image, format: str) -> bytes:

@@ -29,7 +29,7 @@ from service import v2
 from service.app import create_app
 from service.errors import ServiceError
 from tests.conftest import REPO
-from tests.service.conftest import LiveServer, decode_png, png_bytes, settings_for
+from tests.service.conftest import LiveServer, decode_png, png_bytes, serving, settings_for
 from tests.service.test_server import metric
 
 DIGIT_MODEL = "conv-blind"  # any size; its forwards run in the child process (the default placement)
@@ -50,17 +50,14 @@ CALL_DEADLINE_S = 120.0  # a bound on the concurrent calls, far above what they 
 
 @pytest.fixture(scope="module")
 def server() -> Iterator[LiveServer]:
-    configured = settings_for(
+    with serving(
         max_batch_files=MAX_IMAGES,
         max_image_pixels=MAX_PIXELS,
         max_upload_bytes=512 * 1024,
         tile_size=TILE,
         tile_overlap=8,
-    )
-    live = LiveServer(create_app(configured))
-    live.start()
-    yield live
-    live.stop()
+    ) as live:
+        yield live
 
 
 @pytest.fixture(scope="module")
@@ -498,7 +495,6 @@ def test_the_readme_shows_the_example_that_runs() -> None:
 
 def test_infer_requests_are_announced_to_the_batchers_on_arrival() -> None:
     """The infer routes are ``@batched``: ArrivalMiddleware must recognise their paths, which name the model."""
-    from service.app import create_app
     from service.batcher import Arrivals
     from service.middleware import ArrivalMiddleware
     from service.routes import batched_paths
