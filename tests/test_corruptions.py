@@ -7,7 +7,14 @@ import math
 import pytest
 import torch
 
-from models.corruptions import DEFAULT_LEVELS, NOISE_TYPES, add_mixed_photo_noise, corrupt, make_generator
+from models.corruptions import (
+    DEFAULT_LEVELS,
+    FAINT_SIGMA,
+    NOISE_TYPES,
+    add_mixed_photo_noise,
+    corrupt,
+    make_generator,
+)
 
 
 def grey(n: int = 64, size: int = 28) -> torch.Tensor:
@@ -87,6 +94,20 @@ def test_mixed_photo_draws_gaussian_for_its_share_up_to_the_level_and_impulses_u
         assert abs(counts[kind] - 300 * p) <= 3.5 * math.sqrt(300 * p * (1 - p)), counts
     # the impulse types reach past the Gaussian bound, up to half the pixels
     assert max(impulse_fractions) <= 0.5 + 0.05 and max(impulse_fractions) > 0.4
+
+
+def test_faint_share_sends_that_share_of_the_gaussian_images_below_faint_sigma_and_leaves_the_rest() -> None:
+    x, level = grey(n=2000), DEFAULT_LEVELS["mixed_photo"]
+    default = corrupt(x, "mixed_photo", None, make_generator(5))
+    # no faint share draws nothing more: the default noise, and every run trained with it, stays the same
+    assert torch.equal(add_mixed_photo_noise(x, level, make_generator(5), faint_share=0.0), default)
+    noisy = add_mixed_photo_noise(x, level, make_generator(5), gaussian_share=1.0, faint_share=0.4)
+    sigmas = (noisy - 0.5).flatten(1).std(dim=1)
+    faint = sigmas <= FAINT_SIGMA * 1.05  # a 28×28 image's σ is measured to ~2.5%
+    # the 0.4 share, plus the 1.05/11 of the others that σ uniform up to 55/255 puts there anyway
+    p = 0.4 + 0.6 * 1.05 / 11
+    assert abs(faint.sum().item() - 2000 * p) <= 3.5 * math.sqrt(2000 * p * (1 - p)), faint.sum()
+    assert sigmas.max() > 40 / 255, "the other Gaussian images still reach up to the level"
 
 
 @pytest.mark.parametrize("noise", NOISE_TYPES)

@@ -345,19 +345,21 @@ def test_bad_level_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str]
     assert "level must be in [0, 1]" in capsys.readouterr().err
 
 
-def test_gaussian_share_is_recorded_and_refused_for_noises_without_one(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+@pytest.mark.parametrize("flag", ["--gaussian-share", "--faint-share"])
+def test_noise_shares_are_recorded_and_refused_for_noises_without_one(
+    flag: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    run = ["--dataset", str(PHOTO_FOLDER), *PHOTO_RUN, "--gaussian-share", "0.85"]
+    run = ["--dataset", str(PHOTO_FOLDER), *PHOTO_RUN, flag, "0.85"]
     assert train_main([*run, "--out", str(tmp_path / "photo")]) == 0
     training = card_of(tmp_path / "photo")["training"]
-    assert training["config"]["gaussian_share"] == 0.85 and "--gaussian-share 0.85" in training["command"]
+    option = flag[2:].replace("-", "_")
+    assert training["config"][option] == 0.85 and f"{flag} 0.85" in training["command"]
     # validation keeps the registered mix, so that its figures compare with other runs' and stages'
     model, _ = load_checkpoint(tmp_path / "photo")
     val = [torch.full((16, 16), 40 + 4 * i, dtype=torch.uint8) for i in range(40)]  # 40 draws of the noise type
-    shared, plain = TrainConfig(noise="mixed_photo", gaussian_share=0.85), TrainConfig(noise="mixed_photo")
+    shared, plain = TrainConfig(noise="mixed_photo", **{option: 0.85}), TrainConfig(noise="mixed_photo")
     assert validation_psnr(model.eval(), val, shared) == validation_psnr(model, val, plain)
-    refused = {"--noise gaussian has no share": ["--noise", "gaussian"], "in [0, 1]": ["--gaussian-share", "1.5"]}
+    refused = {"--noise gaussian has no share": ["--noise", "gaussian"], "in [0, 1]": [flag, "1.5"]}
     for message, bad in refused.items():
         assert train_main([*run, *bad, "--out", str(tmp_path / "x")]) == 2
         assert message in capsys.readouterr().err

@@ -28,6 +28,7 @@ from models.architectures import create_model, list_models
 from models.checkpoint import ModelCard, checkpoint_paths, save_checkpoint
 from models.corruptions import (
     DEFAULT_LEVELS,
+    FAINT_SIGMA,
     NOISE_TYPES,
     PHOTO_GAUSSIAN_SHARE,
     add_mixed_photo_noise,
@@ -97,6 +98,14 @@ class TrainConfig:
         metadata={
             "help": "with --noise mixed_photo: the fraction of patches given Gaussian noise, the rest split evenly "
             f"between salt & pepper and masking (default {PHOTO_GAUSSIAN_SHARE}; validation keeps the default)"
+        },
+    )
+    faint_share: float | None = field(
+        default=None,
+        metadata={
+            "help": "with --noise mixed_photo: the fraction of the Gaussian patches whose σ is drawn up to "
+            f"{round(FAINT_SIGMA * 255)}/255 rather than up to --level, so that a nearly clean photo keeps its texture "
+            "(default none; validation keeps the default)"
         },
     )
     steps_per_epoch: int | None = field(
@@ -241,9 +250,13 @@ def validation_psnr(model: nn.Module, val_images: Images, cfg: TrainConfig) -> f
 
 
 def add_training_noise(clean: torch.Tensor, cfg: TrainConfig, generator: torch.Generator | None) -> torch.Tensor:
-    """The training noise (``--noise`` at ``--level``, with ``--gaussian-share`` for ``mixed_photo``)."""
-    if cfg.gaussian_share is not None:
-        return add_mixed_photo_noise(clean, cfg.noise_level, generator, gaussian_share=cfg.gaussian_share)
+    """The training noise (``--noise`` at ``--level``, with ``--gaussian-share`` and ``--faint-share`` for
+    ``mixed_photo``)."""
+    if cfg.gaussian_share is not None or cfg.faint_share is not None:
+        gaussian_share = PHOTO_GAUSSIAN_SHARE if cfg.gaussian_share is None else cfg.gaussian_share
+        return add_mixed_photo_noise(
+            clean, cfg.noise_level, generator, gaussian_share=gaussian_share, faint_share=cfg.faint_share or 0.0
+        )
     return corrupt(clean, cfg.noise, cfg.noise_level, generator)
 
 
@@ -258,11 +271,13 @@ def train(cfg: TrainConfig) -> ModelCard | None:
         validate_level(cfg.noise_level)
     if cfg.val_images < 0:
         raise ValueError(f"--val-images must be 0 or more, not {cfg.val_images}")
-    if cfg.gaussian_share is not None:
+    for flag, share in (("--gaussian-share", cfg.gaussian_share), ("--faint-share", cfg.faint_share)):
+        if share is None:
+            continue
         if cfg.noise != "mixed_photo":
-            raise ValueError(f"--gaussian-share shares out mixed_photo noise; --noise {cfg.noise} has no share")
-        if not 0.0 <= cfg.gaussian_share <= 1.0:
-            raise ValueError(f"--gaussian-share is a fraction of the patches, in [0, 1], not {cfg.gaussian_share}")
+            raise ValueError(f"{flag} shares out mixed_photo noise; --noise {cfg.noise} has no share")
+        if not 0.0 <= share <= 1.0:
+            raise ValueError(f"{flag} is a fraction of the patches, in [0, 1], not {share}")
     info = init_distributed(cfg.device)
     device = resolve_device(cfg.device, info.local_rank)
     if cfg.cuda_graphs and (device.type != "cuda" or info.world_size > 1):
