@@ -163,6 +163,17 @@ def test_only_reruns_the_named_sections_in_place_and_says_so(report: Path, tmp_p
     assert copy.read_text().split("## Run time")[1] == report.read_text().split("## Run time")[1]
 
 
+def test_only_trains_just_the_models_its_sections_use(report: Path, tmp_path: Path) -> None:
+    """A re-run of one section after a model changed must not first train the whole study (hours at full scale)."""
+    copy, cache = tmp_path / "report.md", tmp_path / "cache"
+    copy.write_text(report.read_text())
+    common = ["--quick", "--data-root", str(FIXTURE_ROOT), "--out", str(copy), "--cache", str(cache)]
+    assert report_main([*common, "--only", "domains"]) == 0
+    trained = sorted(path.stem for path in (cache / "quick").glob("*.json"))
+    assert trained == ["conv-blind", "conv-blind-fashion", "mlp-gaussian"]  # domains.DOMAIN_MODELS, no other
+    assert "--only domains`" in sections_of(copy.read_text())["domains"]
+
+
 def test_only_knows_its_sections_and_needs_a_report(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     existing = tmp_path / "report.md"
     existing.write_text("# a report\n")

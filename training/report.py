@@ -4,7 +4,8 @@ The run prepares every model first, every training seed of it (shipped checkpoin
 the cache), then runs the experiments in the order of ``SECTIONS``, from the examples to the cost table,
 each adding one section: tables, figures and findings computed from its numbers. ``--quick`` runs the same
 code on the test fixture with tiny models. ``--only KEY ...`` re-runs just those sections (after one model
-changed, say) and puts them in place in the existing report, with a note saying so.
+changed, say) and puts them in place in the existing report, with a note saying so; it prepares only the
+models those sections ask for, when they ask.
 """
 
 from __future__ import annotations
@@ -185,7 +186,10 @@ def run_report(cfg: StudyConfig) -> Path:
     log = ProgressLog()
     log(f"dae-report: {'quick' if cfg.quick else 'full'} run on {cfg.data_root}, report {cfg.out}")
     zoo = ModelZoo(cfg, log)
-    zoo.prepare()
+    if cfg.only:
+        zoo.prepare_on_demand()  # a re-run trains only what its sections use
+    else:
+        zoo.prepare()  # a missing checkpoint fails before hours of work
     zoo.adopt_shipped(PHOTO_MODEL)  # for the out-of-domain section, when shipped
     timings = [("prepare models (train what is missing)", log.elapsed())]
     study = build_study(cfg, zoo, log)

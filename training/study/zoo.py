@@ -114,6 +114,7 @@ class ModelZoo:
         self.device = resolve_device(cfg.device)
         self.provenance: dict[str, Provenance] = {}
         self._loaded: dict[str, nn.Module] = {}
+        self._on_demand = False
 
     def prepare(self, only: tuple[str, ...] = ()) -> None:
         """Resolve every model and seed up front (or those of the models named in ``only``), so a missing
@@ -131,8 +132,16 @@ class ModelZoo:
             for seed in self.cfg.seeds:
                 self.provenance[seeded(spec.name, seed)] = self._resolve(spec, seed)
 
+    def prepare_on_demand(self) -> None:
+        """Resolve (and train, if missing) each model when it is first asked for rather than up front: a re-run of
+        a few sections (``dae-report --only``) then trains only the models those sections use."""
+        if not self.cfg.quick:
+            self._check_shipped()
+        self._on_demand = True
+
     def names(self, name: str) -> list[str]:
         """Every training seed of a model, by name, seed 0 first (only seed 0 of an adopted model)."""
+        self._resolve_on_demand(name)
         return [n for n in (seeded(base_name(name), seed) for seed in self.cfg.seeds) if n in self.provenance]
 
     def adopt_shipped(self, name: str) -> bool:
@@ -146,11 +155,22 @@ class ModelZoo:
 
     def model(self, name: str) -> nn.Module:
         if name not in self._loaded:
+            self._resolve_on_demand(name)
             self._loaded[name], _ = load_checkpoint(self.provenance[name].path, self.device)
         return self._loaded[name]
 
     def card(self, name: str) -> ModelCard:
+        self._resolve_on_demand(name)
         return self.provenance[name].card
+
+    def _resolve_on_demand(self, name: str) -> None:
+        """After ``prepare_on_demand``: every seed of the study model ``name`` names (any of its seeds), once."""
+        spec = SPEC_BY_NAME.get(base_name(name))
+        if not self._on_demand or spec is None:  # an adopted model (adopt_shipped) is resolved already
+            return
+        for seed in self.cfg.seeds:
+            if seeded(spec.name, seed) not in self.provenance:
+                self.provenance[seeded(spec.name, seed)] = self._resolve(spec, seed)
 
     def _check_shipped(self) -> None:
         shipped = [s.name for s in SPECS if s.shipped]
