@@ -48,6 +48,9 @@ from training.photos import PHOTO_DATASETS, PHOTO_VAL_FRACTION, is_photo_dataset
 from training.resume import Progress, load_training_state, save_training_state
 
 PRECISIONS = ("auto", "float32", "bfloat16")  # --precision: the spellings of DAE_INFERENCE_DTYPE
+# The validation noise, the same for every run whatever its --seed (99 was seed 0's), so that validation figures
+# compare across runs and fine-tuning stages: each stage of photo-blind has its own seed.
+VALIDATION_NOISE_SEED = 99
 
 # A train split: one N×H×W uint8 tensor (MNIST-style), or a list of H×W ones that may differ in size (photos).
 Images = torch.Tensor | list[torch.Tensor]
@@ -232,12 +235,12 @@ def make_batches(cfg: TrainConfig, train_images: Images, info: DistInfo, device:
 
 @torch.inference_mode()
 def validation_psnr(model: nn.Module, val_images: Images, cfg: TrainConfig) -> float:
-    """Mean PSNR on the held-out slice, under the training noise with a fixed seed.
+    """Mean PSNR on the held-out slice, under the training noise drawn with ``VALIDATION_NOISE_SEED``.
 
     Photos of different sizes are denoised a group of one size at a time.
     """
     device = val_images.device if isinstance(val_images, torch.Tensor) else val_images[0].device
-    generator = make_generator(cfg.seed + 99, device)
+    generator = make_generator(VALIDATION_NOISE_SEED, device)
     channels_last = is_convolutional(model)
     total = torch.zeros((), device=device)
     chunks = val_images.split(1000) if isinstance(val_images, torch.Tensor) else size_groups(val_images)
