@@ -164,7 +164,8 @@ class ModelZoo:
         return self.provenance[name].card
 
     def _resolve_on_demand(self, name: str) -> None:
-        """After ``prepare_on_demand``: every seed of the study model ``name`` names (any of its seeds), once."""
+        """After ``prepare_on_demand``: every seed of ``name``'s study model (``name`` may be any one of them),
+        resolved once."""
         spec = SPEC_BY_NAME.get(base_name(name))
         if not self._on_demand or spec is None:  # an adopted model (adopt_shipped) is resolved already
             return
