@@ -8,8 +8,8 @@
 # bf16 drop that option, which is emulated there and slower than float32): from scratch (99 min on a 2-core CPU with
 # AMX), then fine-tuned in place with --saturate 0.25 (about 60 min), so that black and white regions stay black and
 # white, then with --faint-share 0.5 (58 min in float32 on the 2-core EPYC) and --faint-share 0.6 (55 min there), so
-# that a nearly clean photo keeps its fine texture; the card records every stage (training.init_from). NAME-stage1, NAME-stage2, ... recipes train into
-# checkpoints/NAME, in that order, before NAME's own.
+# that a nearly clean photo keeps its fine texture; the card records every stage (training.init_from).
+# NAME-stage1, NAME-stage2, ... recipes train into checkpoints/NAME, in that order, before NAME's own.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DATA_ROOT=${DATA_ROOT:-../shared/data}

@@ -127,10 +127,8 @@ class ModelZoo:
         if not self.cfg.quick:
             self._check_shipped()
         for spec in SPECS:
-            if only and spec.name not in only:
-                continue
-            for seed in self.cfg.seeds:
-                self.provenance[seeded(spec.name, seed)] = self._resolve(spec, seed)
+            if not only or spec.name in only:
+                self._resolve_seeds(spec)
 
     def prepare_on_demand(self) -> None:
         """Resolve (and train, if missing) each model when it is first asked for rather than up front: a re-run of
@@ -164,11 +162,13 @@ class ModelZoo:
         return self.provenance[name].card
 
     def _resolve_on_demand(self, name: str) -> None:
-        """After ``prepare_on_demand``: every seed of ``name``'s study model (``name`` may be any one of them),
-        resolved once."""
+        """After ``prepare_on_demand``: the seeds of ``name``'s study model (``name`` may be any one of them)."""
         spec = SPEC_BY_NAME.get(base_name(name))
-        if not self._on_demand or spec is None:  # an adopted model (adopt_shipped) is resolved already
-            return
+        if self._on_demand and spec is not None:  # an adopted model (adopt_shipped) is resolved already
+            self._resolve_seeds(spec)
+
+    def _resolve_seeds(self, spec: ModelSpec) -> None:
+        """Every training seed of ``spec`` not resolved yet: found in the cache, or trained now."""
         for seed in self.cfg.seeds:
             if seeded(spec.name, seed) not in self.provenance:
                 self.provenance[seeded(spec.name, seed)] = self._resolve(spec, seed)
