@@ -1,16 +1,20 @@
 """Colour photos through the service: RGB PSNR of the photo model's answer, with colour BM3D beside it.
 
-There is no colour set in the denoising data (``natural/`` is grayscale), so the photos are the colour
-photographs that ship inside scikit-image (the ``study`` extra): astronaut, chelsea, coffee, rocket and
-motorcycle, 400–640 pixels a side. Each gets Gaussian noise of σ 15, 25 and 50 /255 on every channel
-(seeded), and is then **saved as an 8-bit PNG**, as a user's noisy photo would be (clipped, quantised); that
-PNG is posted to ``/denoise`` of the real app (in process, no socket) with the photo model, which denoises
-the three planes one by one. Colour BM3D (``bm3d.bm3d_rgb``, σ given, which works in an opponent colour
-space and shares its block matching across channels) denoises the very same 8-bit image. PSNR is over the
-three channels of the 8-bit result against the clean photo.
+There is no colour set in the denoising data (``natural/`` is grayscale), so the photos are colour
+photographs that ship with the study's libraries. ``--photos report`` (the default, the figures in
+docs/benchmarks.md): scikit-image's astronaut, chelsea and coffee. ``--photos choice``: the ones the colour
+path (``service.colour``) was chosen on, never the report's: scikit-image's motorcycle and ihc, a 512×512
+crop of its retina, matplotlib's Grace Hopper and the test fixture's coffee crop. Each gets Gaussian noise of
+σ 15, 25 and 50 /255 on every channel (seeded), and is then **saved as an 8-bit PNG**, as a user's noisy photo
+would be (clipped, quantised). That PNG is posted to ``/denoise`` of the real app (in process, no socket)
+with the photo model, as a colour image (what the service serves) and as its three channels posted one by
+one as grey images (what denoising the planes alone gives, the service's colour path before
+``service.colour``). Colour BM3D (``bm3d.bm3d_rgb``, σ given, which works in an opponent colour space and
+shares its block matching across channels) denoises the very same 8-bit image. PSNR is over the three
+channels of the 8-bit result against the clean photo.
 
     python -m bench.colour_photos              # prints the table, writes "Photos: colour" in docs/benchmarks.md
-    python -m bench.colour_photos --no-write --limit 1 --sigmas 25
+    python -m bench.colour_photos --photos choice --sigmas 0 2 5 15 25 50 --no-bm3d   # a section of its own
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ import asyncio
 import datetime
 import io
 import time
+from pathlib import Path
 
 import httpx
 import numpy as np
@@ -29,17 +34,31 @@ from bench.common import device_description, write_section
 from service.app import create_app
 from service.settings import Settings
 
-HEADING = "Photos: colour"
+HEADINGS = {"report": "Photos: colour", "choice": "Photos: colour, the photos the colour path was chosen on"}
 MODEL = "photo-blind"
-PHOTOS = ("astronaut", "chelsea", "coffee", "rocket", "motorcycle_left")
 SEED = 0
+FIXTURE = Path(__file__).resolve().parents[1] / "tests" / "fixtures" / "colour" / "coffee.png"
 
 
-def colour_photos(limit: int | None) -> dict[str, np.ndarray]:
-    """name → H×W×3 uint8, from scikit-image's bundled data (no download)."""
+def colour_photos(which: str) -> dict[str, np.ndarray]:
+    """name → H×W×3 uint8, from files the libraries ship (no download)."""
+    import matplotlib
+    import skimage
     from skimage import data
 
-    return {name: getattr(data, name)()[..., :3] for name in PHOTOS[:limit]}
+    if which == "report":
+        return {name: getattr(data, name)()[..., :3] for name in ("astronaut", "chelsea", "coffee")}
+    skimage_data = Path(skimage.__file__).parent / "data"
+    files = {
+        "motorcycle": skimage_data / "motorcycle_left.png",
+        "ihc": skimage_data / "ihc.png",
+        "retina (crop)": skimage_data / "retina.jpg",
+        "grace hopper": Path(matplotlib.__file__).parent / "mpl-data" / "sample_data" / "grace_hopper.jpg",
+        "coffee (fixture crop)": FIXTURE,
+    }
+    photos = {name: np.asarray(Image.open(path).convert("RGB")) for name, path in files.items()}
+    photos["retina (crop)"] = photos["retina (crop)"][450:962, 450:962]  # the eye's middle, not the black frame
+    return photos
 
 
 def add_noise_8bit(clean: np.ndarray, sigma: int, seed: int) -> np.ndarray:
@@ -50,7 +69,7 @@ def add_noise_8bit(clean: np.ndarray, sigma: int, seed: int) -> np.ndarray:
 
 def psnr_8bit(output: np.ndarray, clean: np.ndarray) -> float:
     mse = np.mean((output.astype(np.float64) - clean.astype(np.float64)) ** 2)
-    return float(10 * np.log10(255.0**2 / mse))
+    return float(10 * np.log10(255.0**2 / mse)) if mse > 0 else float("inf")
 
 
 def png_bytes(pixels: np.ndarray) -> bytes:
@@ -66,94 +85,111 @@ def colour_bm3d(noisy: np.ndarray, sigma: int) -> np.ndarray:
     return np.clip(np.rint(np.asarray(out) * 255.0), 0, 255).astype(np.uint8)
 
 
-async def denoise_all(noisy: list[np.ndarray]) -> tuple[list[np.ndarray], list[float]]:
-    """Post each noisy photo to /denoise of the real app; (RGB outputs, seconds per request)."""
+async def denoise_all(noisy: list[np.ndarray]) -> tuple[list[np.ndarray], list[np.ndarray], list[float]]:
+    """Post each noisy photo to /denoise of the real app, whole and channel by channel; (colour outputs,
+    outputs of the channels alone, seconds per colour request)."""
     app = create_app(Settings())
-    outputs, seconds = [], []
+    as_colour, as_planes, seconds = [], [], []
     async with app.router.lifespan_context(app):
         while not app.state.store.ready:
             await asyncio.sleep(0.05)
         transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://bench", timeout=120) as client:
-            for pixels in noisy:
-                started = time.perf_counter()
+        async with httpx.AsyncClient(transport=transport, base_url="http://bench", timeout=300) as client:
+
+            async def post(pixels: np.ndarray) -> np.ndarray:
                 response = await client.post(
                     "/denoise",
                     files={"file": ("photo.png", png_bytes(pixels), "image/png")},
                     data={"model": MODEL},
                     headers={"Accept": "image/png"},
                 )
-                seconds.append(time.perf_counter() - started)
                 response.raise_for_status()
-                outputs.append(np.asarray(Image.open(io.BytesIO(response.content)).convert("RGB")))
-    return outputs, seconds
+                return np.asarray(Image.open(io.BytesIO(response.content)))
+
+            for pixels in noisy:
+                started = time.perf_counter()
+                as_colour.append(await post(pixels))
+                seconds.append(time.perf_counter() - started)
+                as_planes.append(np.stack([await post(np.ascontiguousarray(pixels[..., c])) for c in range(3)], -1))
+    return as_colour, as_planes, seconds
+
+
+Row = tuple[str, int, float, float, float, float]  # photo, σ, noisy, planes alone, as served, colour BM3D (nan: none)
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--photos", choices=("report", "choice"), default="report")
     parser.add_argument("--sigmas", type=int, nargs="+", default=[15, 25, 50])
-    parser.add_argument("--limit", type=int, default=None, help="only the first N photos")
+    parser.add_argument("--no-bm3d", action="store_true", help="leave colour BM3D out (about 20 s a photo here)")
     parser.add_argument("--no-write", action="store_true", help="print only; leave docs/benchmarks.md alone")
     args = parser.parse_args(argv)
-    photos = colour_photos(args.limit)
+    photos = colour_photos(args.photos)
     cases = [(name, sigma) for sigma in args.sigmas for name in photos]
     noisy = [add_noise_8bit(photos[name], sigma, SEED + i) for i, (name, sigma) in enumerate(cases)]
-    outputs, model_s = asyncio.run(denoise_all(noisy))
-    rows, bm3d_s = [], []
-    for (name, sigma), noisy_image, output in zip(cases, noisy, outputs, strict=True):
-        started = time.perf_counter()
-        reference = colour_bm3d(noisy_image, sigma)
-        bm3d_s.append(time.perf_counter() - started)
+    as_colour, as_planes, model_s = asyncio.run(denoise_all(noisy))
+    rows: list[Row] = []
+    bm3d_s: list[float] = []
+    for (name, sigma), noisy_image, colour, planes in zip(cases, noisy, as_colour, as_planes, strict=True):
         clean = photos[name]
-        rows.append((name, sigma, psnr_8bit(noisy_image, clean), psnr_8bit(output, clean), psnr_8bit(reference, clean)))
-        print(f"{name} σ{sigma}: noisy {rows[-1][2]:.2f}, {MODEL} {rows[-1][3]:.2f}, colour BM3D {rows[-1][4]:.2f} dB")
+        reference = float("nan")
+        if not args.no_bm3d and sigma > 0:
+            started = time.perf_counter()
+            reference = psnr_8bit(colour_bm3d(noisy_image, sigma), clean)
+            bm3d_s.append(time.perf_counter() - started)
+        scores = [psnr_8bit(image, clean) for image in (noisy_image, planes, colour)]
+        rows.append((name, sigma, *scores, reference))
+        print(
+            f"{name} σ{sigma}: noisy {scores[0]:.2f}, planes alone {scores[1]:.2f}, {MODEL} {scores[2]:.2f}, "
+            f"colour BM3D {reference:.2f} dB"
+        )
     text = report(rows, photos, model_s, bm3d_s, args)
     print(text)
     if not args.no_write:
-        write_section(HEADING, text)
+        write_section(HEADINGS[args.photos], text)
     return 0
 
 
 def command(args: argparse.Namespace) -> str:
     """The command line that reproduces the figures."""
     parts = ["python -m bench.colour_photos"]
+    if args.photos != "report":
+        parts += ["--photos", args.photos]
     if args.sigmas != [15, 25, 50]:
         parts += ["--sigmas", *map(str, args.sigmas)]
-    if args.limit is not None:
-        parts += ["--limit", str(args.limit)]
+    if args.no_bm3d:
+        parts.append("--no-bm3d")
     return " ".join(parts)
 
 
 def report(
-    rows: list[tuple[str, int, float, float, float]],
-    photos: dict[str, np.ndarray],
-    model_s: list[float],
-    bm3d_s: list[float],
-    args: argparse.Namespace,
+    rows: list[Row], photos: dict[str, np.ndarray], model_s: list[float], bm3d_s: list[float], args: argparse.Namespace
 ) -> str:
     sizes = ", ".join(f"{name} {p.shape[1]}×{p.shape[0]}" for name, p in photos.items())
     lines = [
         f"Measured {datetime.date.today()} on {device_description('cpu')} with `{command(args)}`. "
-        f"Photos: scikit-image's colour photographs ({sizes}); Gaussian noise on every channel, saved as 8-bit "
-        f"PNG (clipped, as a user's photo is) and posted to `/denoise` with `{MODEL}`, which denoises the three "
-        "planes one by one; colour BM3D (`bm3d.bm3d_rgb`, σ given) on the same 8-bit image. Mean RGB PSNR (dB):",
+        f"Photos: {sizes}; Gaussian noise on every channel, saved as 8-bit PNG (clipped, as a user's photo is) "
+        f"and posted to `/denoise` with `{MODEL}`: as a colour image (what the service answers: the R, G, B "
+        "planes and the opponent colour planes denoised and merged, `service/colour.py`) and channel by channel "
+        "as grey images (the planes alone, how the service answered colour before); colour BM3D "
+        "(`bm3d.bm3d_rgb`, σ given) on the same 8-bit image. Mean RGB PSNR (dB); worst photo's gain of the "
+        "colour answer over the planes alone in brackets:",
         "",
-        f"| σ (/255) | noisy input | {MODEL} (per plane) | colour BM3D |",
-        "| --- | --- | --- | --- |",
+        f"| σ (/255) | noisy input | {MODEL}, planes alone | {MODEL}, as served | colour BM3D |",
+        "| --- | --- | --- | --- | --- |",
     ]
     for sigma in args.sigmas:
         chosen = [r for r in rows if r[1] == sigma]
-        means = [float(np.mean([r[k] for r in chosen])) for k in (2, 3, 4)]
-        lines.append(f"| {sigma} | {means[0]:.2f} | {means[1]:.2f} | {means[2]:.2f} |")
-    gap = float(np.mean([r[4] - r[3] for r in rows]))
-    lines += [
-        "",
-        f"Per photo: `/denoise` {np.median(model_s):.2f} s (median, in process, this CPU), colour BM3D "
-        f"{np.median(bm3d_s):.1f} s. Colour BM3D is {abs(gap):.2f} dB {'ahead' if gap > 0 else 'behind'} on "
-        "average: it works on luminance and two colour differences, where the noise is weaker, and matches "
-        "blocks across the channels jointly. The service's planes are independent, which keeps salt & pepper "
-        "and masking (drawn per channel) from spreading into the other channels.",
-    ]
+        noisy, alone, served, reference = (float(np.mean([r[k] for r in chosen])) for k in (2, 3, 4, 5))
+        worst = min(r[4] - r[3] for r in chosen)
+        lines.append(
+            f"| {sigma} | {noisy:.2f} | {alone:.2f} | {served:.2f} ({worst:+.2f}) | "
+            f"{'-' if np.isnan(reference) else f'{reference:.2f}'} |"
+        )
+    timing = f"Per photo: `/denoise` {np.median(model_s):.2f} s (median, in process, this CPU)"
+    if bm3d_s:
+        timing += f", colour BM3D {np.median(bm3d_s):.1f} s"
+    lines += ["", timing + "."]
     return "\n".join(lines)
 
 

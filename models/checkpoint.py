@@ -25,6 +25,8 @@ from torch import nn
 from models.architectures import MODEL_REGISTRY, create_model
 
 CARD_FORMAT_VERSION = 1
+# The MNIST-style sets (28×28 digits and clothes, from IDX files); any other card ``dataset`` is photos.
+DIGIT_DATASETS = ("mnist", "fashion-mnist")
 
 
 class CheckpointError(Exception):
@@ -53,6 +55,11 @@ class ModelCard(BaseModel):
     library_versions: dict[str, str] = Field(default_factory=dict)
     weights_file: str
     weights_sha256: str
+
+    @property
+    def learnt_from_photos(self) -> bool:
+        """Whether the model was trained on photos (a named photo set or a folder) rather than 28×28 digits."""
+        return self.dataset not in DIGIT_DATASETS
 
 
 def library_versions() -> dict[str, str]:

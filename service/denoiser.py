@@ -7,7 +7,8 @@ exceptions that carry their status, and the answer is a plain ``Denoised`` that 
 JSON or a PNG.
 
 Images come in any size and kind. A model of a fixed size gets the image resized to it. A colour image
-is three planes, each denoised as a grayscale image; a plane larger than a tile is cut into overlapping
+is three planes, each denoised as a grayscale image; a photo model also denoises the same image as
+opponent colour planes and merges the two (``service.colour``). A plane larger than a tile is cut into overlapping
 tiles of one shape (``service.tiles``), which go through the batcher like any image (sharing forward
 passes where ``service.placement`` allows the pixels) and are stitched back without seams. A request
 keeps at most half a batch of its tiles queued at a time, so that a large photo holds a small request
@@ -27,6 +28,7 @@ from PIL import Image
 from models.checkpoint import ModelCard
 from models.metrics import psnr_db_from_mse
 from service.batcher import ArrivalToken, DynamicBatcher
+from service.colour import merge_colour_estimates, to_opponent
 from service.errors import ServiceError
 from service.images import Picture, encode_picture, load_picture, run_sized
 from service.inference import Prediction, Runner
@@ -109,6 +111,7 @@ class Denoiser:
         batcher: DynamicBatcher,
         tile_size: int,
         tile_overlap: int,
+        opponent_colour: bool = False,
     ) -> None:
         self.card = card
         self.name = card.name
@@ -117,6 +120,7 @@ class Denoiser:
         self.batcher = batcher
         self.tile_size = tile_size
         self.tile_overlap = tile_overlap
+        self.opponent_colour = opponent_colour  # colour photos denoised in two colour spaces, then merged
         size = card.input_size
         self.input_size: tuple[int, int] | None = (size[0], size[1]) if size else None  # (height, width)
 
@@ -141,12 +145,22 @@ class Denoiser:
             # A grey image no larger than a tile: the common case, and the quickest.
             prediction = await self.batcher.predict(planes[0], arrival)
             return Output(prediction.output[None], prediction.reconstruction_mse)
+        if channels == 3 and self.opponent_colour:
+            opponent = await run_sized(height * width, to_opponent, planes)
+            both = await self._predict_planes(np.concatenate([planes, opponent]), arrival)
+            output = await run_sized(height * width, merge_colour_estimates, planes, both[:3], both[3:])
+        else:
+            output = await self._predict_planes(planes, arrival)
+        return Output(output, mse(output, planes))
+
+    async def _predict_planes(self, planes: np.ndarray, arrival: ArrivalToken | None) -> np.ndarray:
+        """Each plane cut into tiles of one grid (a plane within one tile is that tile), all of them through
+        the batcher together, stitched back into planes."""
+        channels, height, width = planes.shape
         grid = Grid.cover(height, width, self.tile_size, self.tile_overlap)
         tiles = [tile for plane in planes for tile in grid.cut(plane)]
         outputs = [prediction.output for prediction in await self._predict_tiles(tiles, arrival)]
-        per_plane = len(grid.corners)
-        stitched = np.stack([grid.stitch(outputs[i : i + per_plane]) for i in range(0, len(outputs), per_plane)])
-        return Output(stitched, mse(stitched, planes))
+        return await run_sized(channels * height * width, grid.stitch_planes, outputs, channels)
 
     async def _predict_tiles(self, tiles: list[np.ndarray], arrival: ArrivalToken | None) -> list[Prediction]:
         """Every tile through the batcher, at most half a batch of them queued at once (see the module's docstring)."""

@@ -63,6 +63,11 @@ class Grid:
             weights[y : y + self.tile_height, x : x + self.tile_width] += weight
         return total / weights
 
+    def stitch_planes(self, tiles: list[np.ndarray], planes: int) -> np.ndarray:
+        """C×H×W from the output ``tiles`` of ``planes`` planes cut alike, plane after plane."""
+        per_plane = len(self.corners)
+        return np.stack([self.stitch(tiles[i * per_plane : (i + 1) * per_plane]) for i in range(planes)])
+
     def _ramp(self, length: int, at_start_border: bool, at_end_border: bool) -> np.ndarray:
         """1 in the middle, falling linearly over ``overlap`` pixels towards an edge that is inside the image."""
         ramp = np.ones(length, dtype=np.float32)

@@ -13,7 +13,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-DATASETS = ("mnist", "fashion-mnist")
+from models.checkpoint import DIGIT_DATASETS
+
+DATASETS = DIGIT_DATASETS
 SPLIT_FILES = {
     "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
     "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),

@@ -60,6 +60,34 @@ def test_a_colour_photo_comes_back_in_colour_and_better_than_its_noisy_input(
     assert gain > 3.0, (noise, body["noisy_psnr_db"], body["denoised_psnr_db"])
 
 
+def test_a_colour_photo_is_denoised_as_colour_not_as_three_grey_planes(client: AppClient) -> None:
+    """Its channels share edges and not noise, which the answer should use: it beats the same noisy photo's
+    channels posted one by one as grey images (what the service did before ``service.colour``)."""
+    clean = np.asarray(Image.open(COLOUR_PHOTO).convert("RGB"), dtype=np.float64)
+    noise = np.random.default_rng(3).normal(0.0, 25.0, clean.shape)
+    noisy = np.clip(np.rint(clean + noise), 0, 255).astype(np.uint8)
+
+    def psnr(pixels: np.ndarray) -> float:
+        return float(10 * np.log10(255.0**2 / np.mean((pixels.astype(np.float64) - clean) ** 2)))
+
+    as_colour = np.asarray(opened(denoise(client, png_bytes(noisy), model="photo-blind")))
+    as_planes = np.stack(
+        [np.asarray(opened(denoise(client, png_bytes(noisy[..., c]), model="photo-blind"))) for c in range(3)], -1
+    )
+    # 32.8 against 32.1 dB when this was written (the noisy photo: 21.2)
+    assert psnr(as_colour) > psnr(as_planes) + 0.4, (psnr(noisy), psnr(as_planes), psnr(as_colour))
+
+
+def test_a_grey_photo_saved_as_colour_comes_back_grey(client: AppClient) -> None:
+    """R = G = B in, R = G = B out: no tint from the colour path's chroma planes, which are flat here."""
+    noisy = np.clip(photo() + np.random.default_rng(4).normal(0.0, 15.0, photo().shape), 0, 255).astype(np.uint8)
+    grey = np.repeat(noisy[..., None], 3, axis=-1)
+    answer = np.asarray(opened(denoise(client, png_bytes(grey), model="photo-blind")))
+    assert answer.shape == grey.shape
+    np.testing.assert_array_equal(answer[..., 0], answer[..., 1])
+    np.testing.assert_array_equal(answer[..., 0], answer[..., 2])
+
+
 @pytest.mark.parametrize(
     "mode,expected",
     [("L", "L"), ("RGB", "RGB"), ("RGBA", "RGBA"), ("LA", "LA"), ("P", "RGB"), ("CMYK", "RGB"), ("I;16", "I;16")],
