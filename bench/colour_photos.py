@@ -4,13 +4,15 @@ There is no colour set in the denoising data (``natural/`` is grayscale), so the
 photographs that ship with the study's libraries. ``--photos report`` (the default, the figures in
 docs/benchmarks.md): scikit-image's astronaut, chelsea and coffee. ``--photos choice``: the ones the colour
 path (``service.colour``) was chosen on, never the report's: scikit-image's motorcycle and ihc, a 512×512
-crop of its retina, matplotlib's Grace Hopper and the test fixture's coffee crop. Each gets Gaussian noise of
-σ 15, 25 and 50 /255 on every channel (seeded), and is then **saved as an 8-bit PNG**, as a user's noisy photo
-would be (clipped, quantised). That PNG is posted to ``/denoise`` of the real app (in process, no socket)
-with the photo model, as a colour image (what the service serves) and as its three channels posted one by
-one as grey images (what denoising the planes alone gives, the service's colour path before
-``service.colour``). Colour BM3D (``bm3d.bm3d_rgb``, σ given, which works in an opponent colour space and
-shares its block matching across channels) denoises the very same 8-bit image. PSNR is over the three
+crop of its retina, matplotlib's Grace Hopper and the test fixture's coffee crop. Each gets Gaussian noise
+of σ 15, 25 and 50 /255 on every channel (seeded), and the panel's salt-and-pepper 0.2 and masking 0.3 plus
+a sparse salt-and-pepper 0.02 (drawn per channel, as the service draws them), and is then **saved as an
+8-bit PNG**, as a user's noisy photo would be (clipped, quantised). That PNG is posted to ``/denoise`` of
+the real app (in process, no socket) with the photo model, as a colour image (what the service serves) and
+as its three channels posted one by one as grey images (what denoising the planes alone gives, the
+service's colour path before ``service.colour``). Colour BM3D (``bm3d.bm3d_rgb``, σ given, which works in
+an opponent colour space and shares its block matching across channels) denoises the very same 8-bit
+image. PSNR is over the three
 channels of the 8-bit result against the clean photo.
 
     python -m bench.colour_photos              # prints the table, writes "Photos: colour" in docs/benchmarks.md
@@ -61,10 +63,25 @@ def colour_photos(which: str) -> dict[str, np.ndarray]:
     return photos
 
 
+IMPULSES = (("salt-and-pepper", 0.02), ("salt-and-pepper", 0.2), ("masking", 0.3))
+
+
 def add_noise_8bit(clean: np.ndarray, sigma: int, seed: int) -> np.ndarray:
     """AWGN of σ/255 on each channel, then clipped and rounded to 8 bits: the photo a user would hold."""
     noise = np.random.default_rng(seed).normal(0.0, sigma, clean.shape)
     return np.clip(np.rint(clean.astype(np.float64) + noise), 0, 255).astype(np.uint8)
+
+
+def add_impulses(clean: np.ndarray, kind: str, level: float, seed: int) -> np.ndarray:
+    """Salt-and-pepper (half 0, half 255) or masking (0) on a ``level`` share of each channel's pixels."""
+    draw = np.random.default_rng(seed).random(clean.shape)
+    noisy = clean.copy()
+    if kind == "masking":
+        noisy[draw < level] = 0
+    else:
+        noisy[draw < level / 2] = 0
+        noisy[(draw >= level / 2) & (draw < level)] = 255
+    return noisy
 
 
 def psnr_8bit(output: np.ndarray, clean: np.ndarray) -> float:
@@ -114,7 +131,12 @@ async def denoise_all(noisy: list[np.ndarray]) -> tuple[list[np.ndarray], list[n
     return as_colour, as_planes, seconds
 
 
-Row = tuple[str, int, float, float, float, float]  # photo, σ, noisy, planes alone, as served, colour BM3D (nan: none)
+# photo, (noise, level), noisy, planes alone, as served, colour BM3D (nan: none)
+Row = tuple[str, tuple[str, float], float, float, float, float]
+
+
+def label(noise: tuple[str, float]) -> str:
+    return f"σ {int(noise[1])}" if noise[0] == "gaussian" else f"{noise[0]} {noise[1]:g}"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -125,22 +147,27 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-write", action="store_true", help="print only; leave docs/benchmarks.md alone")
     args = parser.parse_args(argv)
     photos = colour_photos(args.photos)
-    cases = [(name, sigma) for sigma in args.sigmas for name in photos]
-    noisy = [add_noise_8bit(photos[name], sigma, SEED + i) for i, (name, sigma) in enumerate(cases)]
+    noises: list[tuple[str, float]] = [("gaussian", sigma) for sigma in args.sigmas] + list(IMPULSES)
+    cases = [(name, noise) for noise in noises for name in photos]
+    noisy = [
+        add_noise_8bit(photos[name], int(level), SEED + i) if kind == "gaussian"
+        else add_impulses(photos[name], kind, level, SEED + i)
+        for i, (name, (kind, level)) in enumerate(cases)
+    ]  # fmt: skip
     as_colour, as_planes, model_s = asyncio.run(denoise_all(noisy))
     rows: list[Row] = []
     bm3d_s: list[float] = []
-    for (name, sigma), noisy_image, colour, planes in zip(cases, noisy, as_colour, as_planes, strict=True):
+    for (name, noise), noisy_image, colour, planes in zip(cases, noisy, as_colour, as_planes, strict=True):
         clean = photos[name]
         reference = float("nan")
-        if not args.no_bm3d and sigma > 0:
+        if not args.no_bm3d and noise[0] == "gaussian" and noise[1] > 0:
             started = time.perf_counter()
-            reference = psnr_8bit(colour_bm3d(noisy_image, sigma), clean)
+            reference = psnr_8bit(colour_bm3d(noisy_image, int(noise[1])), clean)
             bm3d_s.append(time.perf_counter() - started)
         scores = [psnr_8bit(image, clean) for image in (noisy_image, planes, colour)]
-        rows.append((name, sigma, *scores, reference))
+        rows.append((name, noise, scores[0], scores[1], scores[2], reference))
         print(
-            f"{name} σ{sigma}: noisy {scores[0]:.2f}, planes alone {scores[1]:.2f}, {MODEL} {scores[2]:.2f}, "
+            f"{name} {label(noise)}: noisy {scores[0]:.2f}, planes alone {scores[1]:.2f}, {MODEL} {scores[2]:.2f}, "
             f"colour BM3D {reference:.2f} dB"
         )
     text = report(rows, photos, model_s, bm3d_s, args)
@@ -172,21 +199,27 @@ def report(
         f"and posted to `/denoise` with `{MODEL}`: as a colour image (what the service answers: the R, G, B "
         "planes and the opponent colour planes denoised and merged, `service/colour.py`) and channel by channel "
         "as grey images (the planes alone, how the service answered colour before); colour BM3D "
-        "(`bm3d.bm3d_rgb`, σ given) on the same 8-bit image. Mean RGB PSNR (dB); worst photo's gain of the "
-        "colour answer over the planes alone in brackets:",
+        "(`bm3d.bm3d_rgb`, σ given) on the same 8-bit image. Salt-and-pepper and masking drawn per channel, "
+        "where the service keeps to the planes alone (`service.colour.has_impulses`). Mean RGB PSNR (dB); "
+        "worst photo's gain of the colour answer over the planes alone in brackets:",
         "",
-        f"| σ (/255) | noisy input | {MODEL}, planes alone | {MODEL}, as served | colour BM3D |",
+        f"| noise (σ in /255) | noisy input | {MODEL}, planes alone | {MODEL}, as served | colour BM3D |",
         "| --- | --- | --- | --- | --- |",
     ]
-    for sigma in args.sigmas:
-        chosen = [r for r in rows if r[1] == sigma]
+    for noise in dict.fromkeys(r[1] for r in rows):
+        chosen = [r for r in rows if r[1] == noise]
         noisy, alone, served, reference = (float(np.mean([r[k] for r in chosen])) for k in (2, 3, 4, 5))
         worst = min(r[4] - r[3] for r in chosen)
         lines.append(
-            f"| {sigma} | {noisy:.2f} | {alone:.2f} | {served:.2f} ({worst:+.2f}) | "
+            f"| {label(noise)} | {noisy:.2f} | {alone:.2f} | {served:.2f} ({worst:+.2f}) | "
             f"{'-' if np.isnan(reference) else f'{reference:.2f}'} |"
         )
-    timing = f"Per photo: `/denoise` {np.median(model_s):.2f} s (median, in process, this CPU)"
+    gaussian = [seconds for row, seconds in zip(rows, model_s, strict=True) if row[1][0] == "gaussian"]
+    impulses = [seconds for row, seconds in zip(rows, model_s, strict=True) if row[1][0] != "gaussian"]
+    timing = (
+        f"Per photo, median, in process, this CPU: `/denoise` {np.median(gaussian):.2f} s with Gaussian noise "
+        f"(both colour spaces), {np.median(impulses):.2f} s with impulse noise (R, G, B alone)"
+    )
     if bm3d_s:
         timing += f", colour BM3D {np.median(bm3d_s):.1f} s"
     lines += ["", timing + "."]

@@ -11,6 +11,14 @@ strong noise on a dark or saturated colour is clipped at 0 or 255, and in the op
 noise is a kind the model never met (on R, G, B alone it has: it trained on clipped planes). There the
 merge leans on the R, G, B estimate, by the share of clipped pixels around each pixel.
 
+Not for impulse noise. Salt-and-pepper or masking drawn on one channel lands on all three opponent planes
+as a noise the model never met, and its answer there is far worse than on R, G, B alone (salt-and-pepper
+at 0.05 on the photos below: 46.0 dB on the planes alone, 25.8 merged). So the R, G, B planes go first,
+and where their answer shows impulses, it is the answer: pixels at 0 or 1 in a channel that the model
+moved by more than ``IMPULSE_JUMP``, on more than ``IMPULSE_SHARE`` of the picture. Clipped Gaussian noise
+up to σ 55/255 makes at most 0.02 % such pixels on those photos; salt-and-pepper at 0.01 or masking at
+0.02, the sparsest measured, at least 0.34 %.
+
 Chosen with ``photo-blind`` on colour photos not used for the report (scikit-image's motorcycle and ihc, a
 retina crop, matplotlib's Grace Hopper and the test fixture's coffee crop; Gaussian noise, 8-bit PNG), mean
 RGB PSNR against denoising the planes alone: +1.0, +1.4, +1.0, +0.9 and +0.7 dB at σ 2, 5, 15, 25 and 50
@@ -31,6 +39,8 @@ _OPPONENT = np.array([[1 / 3, 1 / 3, 1 / 3], [1 / 2, 0, -1 / 2], [1 / 4, -1 / 2,
 _FROM_OPPONENT = np.linalg.inv(_OPPONENT).astype(np.float32)
 _OFFSET = np.array([0.0, 0.5, 0.5], dtype=np.float32)[:, None, None]
 CLIPPED_WINDOW = 9  # the side of the square over which the share of clipped pixels is counted
+IMPULSE_JUMP = 0.6  # about 3σ of the strongest Gaussian noise the photo model is trained for (55/255)
+IMPULSE_SHARE = 0.001
 
 
 def to_opponent(rgb: np.ndarray) -> np.ndarray:
@@ -41,6 +51,13 @@ def to_opponent(rgb: np.ndarray) -> np.ndarray:
 def from_opponent(opponent: np.ndarray) -> np.ndarray:
     """The inverse of ``to_opponent``, clipped to [0, 1]."""
     return np.clip(np.tensordot(_FROM_OPPONENT, opponent - _OFFSET, axes=1), 0.0, 1.0)
+
+
+def has_impulses(noisy_rgb: np.ndarray, denoised_rgb: np.ndarray) -> bool:
+    """Whether the model's answer on the R, G, B planes shows impulse noise (see the module's docstring)."""
+    extreme = (noisy_rgb <= 0.0) | (noisy_rgb >= 1.0)
+    moved = np.abs(noisy_rgb - denoised_rgb) > IMPULSE_JUMP
+    return float(np.mean(extreme & moved)) > IMPULSE_SHARE
 
 
 def clipped_share(rgb: np.ndarray) -> np.ndarray:

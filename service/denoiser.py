@@ -8,11 +8,12 @@ JSON or a PNG.
 
 Images come in any size and kind. A model of a fixed size gets the image resized to it. A colour image
 is three planes, each denoised as a grayscale image; a photo model also denoises the same image as
-opponent colour planes and merges the two (``service.colour``). A plane larger than a tile is cut into overlapping
-tiles of one shape (``service.tiles``), which go through the batcher like any image (sharing forward
-passes where ``service.placement`` allows the pixels) and are stitched back without seams. A request
-keeps at most half a batch of its tiles queued at a time, so that a large photo holds a small request
-back by no more than one batch, and the queue, whatever the image, holds a bounded number of pixels.
+opponent colour planes and merges the two, unless the first answer shows impulse noise
+(``service.colour``). A plane larger than a tile is cut into overlapping tiles of one shape
+(``service.tiles``), which go through the batcher like any image (sharing forward passes where
+``service.placement`` allows the pixels) and are stitched back without seams. A request keeps at most
+half a batch of its tiles queued at a time, so that a large photo holds a small request back by no more
+than one batch, and the queue, whatever the image, holds a bounded number of pixels.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from PIL import Image
 from models.checkpoint import ModelCard
 from models.metrics import psnr_db_from_mse
 from service.batcher import ArrivalToken, DynamicBatcher
-from service.colour import merge_colour_estimates, to_opponent
+from service.colour import has_impulses, merge_colour_estimates, to_opponent
 from service.errors import ServiceError
 from service.images import Picture, encode_picture, load_picture, run_sized
 from service.inference import Prediction, Runner
@@ -146,12 +147,20 @@ class Denoiser:
             prediction = await self.batcher.predict(planes[0], arrival)
             return Output(prediction.output[None], prediction.reconstruction_mse)
         if channels == 3 and self.opponent_colour:
-            opponent = await run_sized(height * width, to_opponent, planes)
-            both = await self._predict_planes(np.concatenate([planes, opponent]), arrival)
-            output = await run_sized(height * width, merge_colour_estimates, planes, both[:3], both[3:])
+            output = await self._predict_colour(planes, arrival)
         else:
             output = await self._predict_planes(planes, arrival)
         return Output(output, mse(output, planes))
+
+    async def _predict_colour(self, rgb: np.ndarray, arrival: ArrivalToken | None) -> np.ndarray:
+        """The R, G, B planes, then (unless they show impulse noise) the opponent planes, merged."""
+        pixels = rgb.shape[1] * rgb.shape[2]
+        denoised_rgb = await self._predict_planes(rgb, arrival)
+        if await run_sized(pixels, has_impulses, rgb, denoised_rgb):
+            return denoised_rgb
+        opponent = await run_sized(pixels, to_opponent, rgb)
+        denoised_opponent = await self._predict_planes(opponent, arrival)
+        return await run_sized(pixels, merge_colour_estimates, rgb, denoised_rgb, denoised_opponent)
 
     async def _predict_planes(self, planes: np.ndarray, arrival: ArrivalToken | None) -> np.ndarray:
         """Each plane cut into tiles of one grid (a plane within one tile is that tile), all of them through

@@ -7,7 +7,7 @@ import itertools
 
 import numpy as np
 
-from service.colour import clipped_share, from_opponent, merge_colour_estimates, to_opponent
+from service.colour import clipped_share, from_opponent, has_impulses, merge_colour_estimates, to_opponent
 
 
 def test_every_colour_maps_into_the_models_range_and_back() -> None:
@@ -40,3 +40,17 @@ def test_the_merge_keeps_to_the_rgb_estimate_where_the_noise_was_clipped() -> No
     merged = merge_colour_estimates(noisy, from_rgb, from_opponent_planes)
     np.testing.assert_allclose(merged[:, :, :10], 0.25, atol=1e-6)  # all the R, G, B estimate
     np.testing.assert_allclose(merged[:, :, 22:], 0.5, atol=1e-6)  # luma the mean of both, chroma the opponent's
+
+
+def test_impulses_are_told_from_clipped_gaussian_noise() -> None:
+    """Strong Gaussian noise clipped to 8 bits moves few extreme pixels far; sparse salt-and-pepper, many.
+    (The model's answer is stood in for by the clean image, which is what it aims at.)"""
+    rng = np.random.default_rng(2)
+    clean = np.clip(0.5 + 0.3 * np.sin(np.arange(128) / 9.0)[None, :, None] * np.ones((3, 1, 128)), 0, 1)
+    gaussian = np.clip(clean + rng.normal(0.0, 55 / 255, clean.shape), 0.0, 1.0)
+    assert not has_impulses(gaussian, clean)
+    salt_pepper = clean.copy()
+    draw = rng.random(clean.shape)
+    salt_pepper[draw < 0.005] = 0.0
+    salt_pepper[(draw >= 0.005) & (draw < 0.01)] = 1.0
+    assert has_impulses(salt_pepper, clean)
