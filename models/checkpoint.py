@@ -29,6 +29,12 @@ CARD_FORMAT_VERSION = 1
 DIGIT_DATASETS = ("mnist", "fashion-mnist")
 
 
+def is_photo_dataset(dataset: str) -> bool:
+    """Whether ``dataset`` (``--dataset``, or a card's) names photos (a named photo set or a folder) rather
+    than an MNIST-style IDX set."""
+    return dataset not in DIGIT_DATASETS
+
+
 class CheckpointError(Exception):
     """A checkpoint that cannot be trusted or loaded; the message names the file and the problem."""
 
@@ -58,8 +64,8 @@ class ModelCard(BaseModel):
 
     @property
     def learnt_from_photos(self) -> bool:
-        """Whether the model was trained on photos (a named photo set or a folder) rather than 28×28 digits."""
-        return self.dataset not in DIGIT_DATASETS
+        """Whether the model was trained on photos rather than 28×28 digits."""
+        return is_photo_dataset(self.dataset)
 
 
 def library_versions() -> dict[str, str]:

@@ -53,27 +53,30 @@ def from_opponent(opponent: np.ndarray) -> np.ndarray:
     return np.clip(np.tensordot(_FROM_OPPONENT, opponent - _OFFSET, axes=1), 0.0, 1.0)
 
 
+def at_range_ends(rgb: np.ndarray) -> np.ndarray:
+    """Where a channel is at 0 or 1: clipped noise, or an impulse."""
+    return (rgb <= 0.0) | (rgb >= 1.0)
+
+
 def has_impulses(noisy_rgb: np.ndarray, denoised_rgb: np.ndarray) -> bool:
     """Whether the model's answer on the R, G, B planes shows impulse noise (see the module's docstring)."""
-    extreme = (noisy_rgb <= 0.0) | (noisy_rgb >= 1.0)
     moved = np.abs(noisy_rgb - denoised_rgb) > IMPULSE_JUMP
-    return float(np.mean(extreme & moved)) > IMPULSE_SHARE
+    return float(np.mean(at_range_ends(noisy_rgb) & moved)) > IMPULSE_SHARE
 
 
 def clipped_share(rgb: np.ndarray) -> np.ndarray:
     """H×W: the share of pixels around each one (a ``CLIPPED_WINDOW`` square) with a channel at 0 or 1."""
-    clipped = torch.from_numpy(((rgb <= 0.0) | (rgb >= 1.0)).any(axis=0).astype(np.float32))
+    clipped = torch.from_numpy(at_range_ends(rgb).any(axis=0).astype(np.float32))
     share = F.avg_pool2d(clipped[None, None], CLIPPED_WINDOW, 1, CLIPPED_WINDOW // 2, count_include_pad=False)
     return share[0, 0].numpy()
 
 
 def merge_colour_estimates(
-    noisy_rgb: np.ndarray, denoised_rgb: np.ndarray, denoised_opponent: np.ndarray
+    noisy_rgb: np.ndarray, noisy_opponent: np.ndarray, denoised_rgb: np.ndarray, denoised_opponent: np.ndarray
 ) -> np.ndarray:
-    """One RGB picture from the two estimates of ``noisy_rgb`` (see the module's docstring). A chroma plane
-    that came in constant, as in a grey photo saved as RGB, has no noise to remove and is kept as it came:
-    the model's tiny error on a flat plane would tint the whole picture."""
-    noisy_opponent = to_opponent(noisy_rgb)
+    """One RGB picture from the two estimates of ``noisy_rgb`` (``noisy_opponent`` is its ``to_opponent``; see
+    the module's docstring). A chroma plane that came in constant, as in a grey photo saved as RGB, has no
+    noise to remove and is kept as it came: the model's tiny error on a flat plane would tint the whole picture."""
     from_rgb = to_opponent(denoised_rgb)
     merged = denoised_opponent.copy()
     merged[0] = (from_rgb[0] + denoised_opponent[0]) / 2

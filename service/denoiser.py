@@ -112,7 +112,6 @@ class Denoiser:
         batcher: DynamicBatcher,
         tile_size: int,
         tile_overlap: int,
-        opponent_colour: bool = False,
     ) -> None:
         self.card = card
         self.name = card.name
@@ -121,7 +120,6 @@ class Denoiser:
         self.batcher = batcher
         self.tile_size = tile_size
         self.tile_overlap = tile_overlap
-        self.opponent_colour = opponent_colour  # colour photos denoised in two colour spaces, then merged
         size = card.input_size
         self.input_size: tuple[int, int] | None = (size[0], size[1]) if size else None  # (height, width)
 
@@ -146,7 +144,7 @@ class Denoiser:
             # A grey image no larger than a tile: the common case, and the quickest.
             prediction = await self.batcher.predict(planes[0], arrival)
             return Output(prediction.output[None], prediction.reconstruction_mse)
-        if channels == 3 and self.opponent_colour:
+        if channels == 3 and self.card.learnt_from_photos:  # a digit model would take flat chroma for a digit
             output = await self._predict_colour(planes, arrival)
         else:
             output = await self._predict_planes(planes, arrival)
@@ -160,7 +158,7 @@ class Denoiser:
             return denoised_rgb
         opponent = await run_sized(pixels, to_opponent, rgb)
         denoised_opponent = await self._predict_planes(opponent, arrival)
-        return await run_sized(pixels, merge_colour_estimates, rgb, denoised_rgb, denoised_opponent)
+        return await run_sized(pixels, merge_colour_estimates, rgb, opponent, denoised_rgb, denoised_opponent)
 
     async def _predict_planes(self, planes: np.ndarray, arrival: ArrivalToken | None) -> np.ndarray:
         """Each plane cut into tiles of one grid (a plane within one tile is that tile), all of them through

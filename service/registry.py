@@ -153,15 +153,7 @@ class ModelStore:
                 run_alone=run_alone,
                 alone_on_loop=placement.backend == "process",
             )
-            denoisers[name] = Denoiser(
-                card,
-                placement,
-                runner,
-                batcher,
-                settings.tile_size,
-                settings.tile_overlap,
-                opponent_colour=card.learnt_from_photos,  # a digit model would take flat chroma for a digit
-            )
+            denoisers[name] = Denoiser(card, placement, runner, batcher, settings.tile_size, settings.tile_overlap)
         default_name = settings.default_model
         if default_name not in denoisers:
             default_name = next(iter(denoisers))

@@ -13,13 +13,19 @@ from dataclasses import MISSING, fields
 from typing import Any
 
 from models.architectures import check_model_arguments
-from models.checkpoint import CheckpointError, checkpoint_paths, load_checkpoint, read_card, write_card
+from models.checkpoint import (
+    CheckpointError,
+    checkpoint_paths,
+    is_photo_dataset,
+    load_checkpoint,
+    read_card,
+    write_card,
+)
 from models.corruptions import DEFAULT_LEVELS, NOISE_TYPES
 from models.device import resolve_device
 from training.data import DATASETS, DataError, load_split
 from training.evaluate import EVAL_SEED, STANDARD_PANEL, evaluate, metric_key
 from training.photo_eval import PHOTO_TEST_SETS, run_photo_eval
-from training.photos import is_photo_dataset
 from training.train import TrainConfig, train
 
 

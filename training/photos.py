@@ -19,11 +19,6 @@ IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".
 PHOTO_VAL_FRACTION = 1 / 3
 
 
-def is_photo_dataset(dataset: str) -> bool:
-    """Whether ``--dataset`` names a folder of photos (a named photo set or a path) rather than an IDX set."""
-    return dataset not in DATASETS
-
-
 def photo_folder(dataset: str, data_root: str | Path, named: tuple[str, ...] = PHOTO_DATASETS) -> Path:
     """The folder ``--dataset`` names (one of ``named``, under ``data_root``, or a path); ``DataError`` naming
     where it looked when there is none."""

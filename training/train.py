@@ -25,7 +25,7 @@ from torch import nn
 from tqdm import tqdm
 
 from models.architectures import create_model, list_models
-from models.checkpoint import ModelCard, checkpoint_paths, save_checkpoint
+from models.checkpoint import ModelCard, checkpoint_paths, is_photo_dataset, save_checkpoint
 from models.corruptions import (
     DEFAULT_LEVELS,
     FAINT_SIGMA,
@@ -44,7 +44,7 @@ from training.distributed import DistInfo, gather_digests, init_distributed
 from training.evaluate import to_float_batch
 from training.graphed import GraphedStep
 from training.init_from import initialise_from
-from training.photos import PHOTO_DATASETS, PHOTO_VAL_FRACTION, is_photo_dataset, load_photos
+from training.photos import PHOTO_DATASETS, PHOTO_VAL_FRACTION, load_photos
 from training.resume import Progress, load_training_state, save_training_state
 
 PRECISIONS = ("auto", "float32", "bfloat16")  # --precision: the spellings of DAE_INFERENCE_DTYPE

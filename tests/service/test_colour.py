@@ -37,7 +37,7 @@ def test_the_merge_keeps_to_the_rgb_estimate_where_the_noise_was_clipped() -> No
     assert share[:, :10].min() == 1.0 and share[:, 22:].max() == 0.0
     from_rgb = np.full_like(noisy, 0.25)
     from_opponent_planes = to_opponent(np.full_like(noisy, 0.75))
-    merged = merge_colour_estimates(noisy, from_rgb, from_opponent_planes)
+    merged = merge_colour_estimates(noisy, to_opponent(noisy), from_rgb, from_opponent_planes)
     np.testing.assert_allclose(merged[:, :, :10], 0.25, atol=1e-6)  # all the R, G, B estimate
     np.testing.assert_allclose(merged[:, :, 22:], 0.5, atol=1e-6)  # luma the mean of both, chroma the opponent's
 

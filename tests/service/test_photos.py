@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from models.metrics import psnr_db_from_mse
 from tests.conftest import FIXTURE_ROOT
 from tests.service.conftest import AppClient, denoise, png_bytes, upload
 from tests.service.test_server import metric, wait_until
@@ -68,7 +69,7 @@ def test_a_colour_photo_is_denoised_as_colour_not_as_three_grey_planes(client: A
     noisy = np.clip(np.rint(clean + noise), 0, 255).astype(np.uint8)
 
     def psnr(pixels: np.ndarray) -> float:
-        return float(10 * np.log10(255.0**2 / np.mean((pixels.astype(np.float64) - clean) ** 2)))
+        return psnr_db_from_mse(float(np.mean(((pixels - clean) / 255.0) ** 2)))
 
     as_colour = np.asarray(opened(denoise(client, png_bytes(noisy), model="photo-blind")))
     as_planes = np.stack(
