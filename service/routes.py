@@ -126,11 +126,17 @@ def noise_headers(spec: NoiseSpec | None) -> dict[str, str]:
     return {"X-Noise-Type": spec.type, "X-Noise-Level": f"{spec.level:g}", "X-Noise-Seed": str(spec.seed)}
 
 
+def ascii_header(text: str) -> str:
+    """A header value in ASCII. Starlette sends headers as Latin-1 bytes, and a non-ASCII one ("a 60×50 image")
+    is refused by clients that read headers as UTF-8 or ASCII (Starlette's TestClient raised on it)."""
+    return text.replace("×", "x").encode("ascii", "replace").decode("ascii")
+
+
 def png_headers(result: Denoised) -> dict[str, str]:
     """What the JSON body would say besides the image, for a client that asked for the PNG alone."""
     headers = {
-        "X-Model": result.model,
-        "X-Model-Reason": result.reason,
+        "X-Model": ascii_header(result.model),
+        "X-Model-Reason": ascii_header(result.reason),
         "X-Reconstruction-MSE": f"{result.reconstruction_mse:.6g}",
     }
     headers.update(noise_headers(result.noise))

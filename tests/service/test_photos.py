@@ -222,6 +222,9 @@ def test_with_no_model_named_the_image_decides_and_the_answer_says_why(client: A
         "/denoise", files=upload(digit), data={"model": "mlp-gaussian"}, headers={"Accept": "image/png"}
     )
     assert named.headers["x-model"] == "mlp-gaussian" and named.headers["x-model-reason"] == "named in the request"
+    chosen = client.post("/denoise", files=upload(png_bytes(photo()[:50, :60])), headers={"Accept": "image/png"})
+    reason = chosen.headers.raw[[k.lower() for k, _ in chosen.headers.raw].index(b"x-model-reason")][1]
+    assert reason == b"no model named: a 60x50 image goes to the photo model"  # ASCII: every client reads it
 
 
 def test_a_large_photo_does_not_hold_back_a_small_request(make_server: Any, digit: bytes) -> None:
