@@ -172,7 +172,8 @@ class DynamicBatcher:
         self._task: asyncio.Task[None] | None = None
         # Batches computing at once: one per inference thread, so a batch is formed only when a thread is
         # free to take it, and what arrives meanwhile waits in the queue to join the next.
-        self._slots = asyncio.Semaphore(1 if executor is None else max_in_flight)
+        self.max_in_flight = 1 if executor is None else max_in_flight
+        self._slots = asyncio.Semaphore(self.max_in_flight)
         self._in_flight: set[asyncio.Task[None]] = set()
         # Taken off the queue by the worker, waiting for a forward to be free (or for the next batch, when it
         # did not fit in the last one).

@@ -1,12 +1,14 @@
 """Cutting an image plane into overlapping tiles of one size, and stitching the model's tiles back without seams.
 
-Every tile of a plane has the same shape (the tile size, or the plane's own side where it is smaller),
-so that the tiles of one image, and of every image cut the same way, share forward passes. The last
-tile of a row or column is moved back to end at the border rather than padded, so no tile sees
-anything but the image. Near a tile's inner edges a convolutional model sees less context than it
-would in the whole image; stitching weighs each tile's output down linearly across the overlap there
-(and not at the image's own borders), so that every output pixel is mostly the work of the tile
-that saw most around it, and there is no step at a tile's edge.
+Every tile of a plane has the same shape, so that the tiles of one image, and of every image cut the
+same way, share forward passes. Along each side the tiles are as few as the tile size allows and no
+longer than they need to be to cover it with the overlap (``tile_side``): cut at the full tile size, a
+1024-pixel side would take three 512-pixel tiles, 1,536 pixels of forward for 1,024 of image, where three
+of 368 take 1,104. The last tile of a row or column is moved back to end at the border rather than
+padded, so no tile sees anything but the image. Near a tile's inner edges a convolutional model sees
+less context than it would in the whole image; stitching weighs each tile's output down linearly across
+the overlap there (and not at the image's own borders), so that every output pixel is mostly the work of
+the tile that saw most around it, and there is no step at a tile's edge.
 """
 
 from __future__ import annotations
@@ -14,6 +16,17 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+
+
+def tile_side(length: int, tile: int, overlap: int) -> int:
+    """The side of the tiles along a side of ``length``: as many tiles as tiles of ``tile`` need, each as short as
+    covering ``length`` with that many allows, rounded up to a multiple of 8 (the model pads a side to a multiple
+    of its 2**depth, work for nothing) but never past ``tile``."""
+    if length <= tile:
+        return length
+    count = -(-(length - overlap) // (tile - overlap))
+    shortest = -(-(length + (count - 1) * overlap) // count)
+    return min(tile, -(-shortest // 8) * 8)
 
 
 def starts(length: int, tile: int, overlap: int) -> list[int]:
@@ -41,8 +54,11 @@ class Grid:
     def cover(cls, height: int, width: int, tile: int, overlap: int) -> Grid:
         if not 0 <= overlap < tile:
             raise ValueError(f"the tile overlap ({overlap}) must be at least 0 and less than the tile ({tile})")
-        corners = tuple((y, x) for y in starts(height, tile, overlap) for x in starts(width, tile, overlap))
-        return cls(height, width, min(tile, height), min(tile, width), corners, overlap)
+        tile_height, tile_width = tile_side(height, tile, overlap), tile_side(width, tile, overlap)
+        corners = tuple(
+            (y, x) for y in starts(height, tile_height, overlap) for x in starts(width, tile_width, overlap)
+        )
+        return cls(height, width, tile_height, tile_width, corners, overlap)
 
     def cut(self, plane: np.ndarray) -> list[np.ndarray]:
         """The tiles of ``plane`` (H×W), in the order of ``corners``; views, not copies."""
