@@ -6,10 +6,11 @@ their status; the routes' error layer turns them into the protocol's ``{"error":
 
 The wire format, per model:
 
-- input ``images``: a batch of grey images, shape ``[N, 1, H, W]``. ``UINT8`` (0..255, as in a PNG) or
-  ``FP32`` (values in [0, 1]); both accepted, ``FP32`` is the one the metadata declares. ``H, W`` are the
-  model's size for a fixed-size model (the MLPs: ``[-1, 1, 28, 28]``), anything for the others
-  (``[-1, 1, -1, -1]``).
+- input ``images``: a batch of images, shape ``[N, C, H, W]``. ``UINT8`` (0..255, as in a PNG) or
+  ``FP32`` (values in [0, 1]); both accepted, ``FP32`` is the one the metadata declares. A fixed-size
+  model (the MLPs) takes grey images of its size, ``[-1, 1, 28, 28]``; the others take any size, grey
+  (``C`` 1) or colour (``C`` 3, R, G, B planes: denoised as ``/denoise`` denoises a colour upload, in colour
+  by a photo model), ``[-1, -1, -1, -1]``. Image models served by Triton take colour as planes, NCHW.
 - output ``denoised``: the model's output, same shape and datatype as the input (``UINT8`` rounded to
   nearest, exactly as ``/denoise`` writes its PNG).
 - output ``reconstruction_mse``: ``FP32 [N]``, per image the MSE between the model's input and its output
@@ -83,9 +84,10 @@ def _tensor_metadata(name: str, shape: list[int], description: str, **more: str)
 
 def model_metadata(denoiser: Denoiser) -> dict[str, Any]:
     size = denoiser.input_size  # (height, width), or None for a model of any size
-    height, width = size if size is not None else (-1, -1)
-    sized = f"{height}×{width}" if size is not None else "of any size"
-    images = [-1, 1, height, width]
+    if size is None:
+        images, what = [-1, -1, -1, -1], "N images of any size, grey (C 1) or colour (C 3: R, G, B planes)"
+    else:
+        images, what = [-1, 1, *size], f"N grey images {size[0]}×{size[1]}"
     return {
         "name": denoiser.name,
         "versions": [MODEL_VERSION],
@@ -94,7 +96,7 @@ def model_metadata(denoiser: Denoiser) -> dict[str, Any]:
             _tensor_metadata(
                 INPUT,
                 images,
-                f"N grey images {sized}: FP32 in [0, 1], or UINT8 0..255 as in a PNG",
+                f"{what}: FP32 in [0, 1], or UINT8 0..255 as in a PNG",
                 accepted_datatypes=",".join(DATATYPES),
             )
         ],
@@ -125,7 +127,7 @@ class InputTensor(BaseModel):
     model_config = _LENIENT
 
     name: str = Field(description=f"'{INPUT}'", examples=[INPUT])
-    shape: list[Dimension] = Field(description="[N, 1, H, W]", examples=[[1, 1, 28, 28]])
+    shape: list[Dimension] = Field(description="[N, C, H, W], C 1 or 3", examples=[[1, 1, 28, 28]])
     datatype: str = Field(description="FP32 (values in [0, 1]) or UINT8 (0..255)", examples=["UINT8"])
     parameters: dict[str, Any] = Field(
         default_factory=dict, description="binary_data_size: bytes of this tensor after the JSON header"
@@ -162,7 +164,7 @@ class Limits:
 
 @dataclass(frozen=True)
 class Decoded:
-    """An infer request ready for the model: N×H×W float32 images in [0, 1] and how to answer."""
+    """An infer request ready for the model: N×C×H×W float32 images in [0, 1] and how to answer."""
 
     images: np.ndarray
     datatype: str
@@ -209,15 +211,16 @@ def _bool_parameter(parameters: dict[str, Any], key: str, where: str) -> bool | 
     return value
 
 
-def _check_shape(tensor: InputTensor, size: tuple[int, int] | None, limits: Limits) -> tuple[int, int, int]:
-    """(N, H, W) of a shape that suits the model and the limits."""
-    expected = "[N, 1, H, W]" if size is None else f"[N, 1, {size[0]}, {size[1]}]"
+def _check_shape(tensor: InputTensor, size: tuple[int, int] | None, limits: Limits) -> tuple[int, int, int, int]:
+    """(N, C, H, W) of a shape that suits the model and the limits."""
+    if size is None:
+        expected, kinds = "[N, C, H, W]", "N ≥ 1 images, grey (C 1) or colour (C 3, R, G, B planes),"
+    else:
+        expected, kinds = f"[N, 1, {size[0]}, {size[1]}]", "N ≥ 1 grey images (one channel)"
     shape = tensor.shape
-    if len(shape) != 4 or shape[1] != 1 or min(shape) < 1:
-        raise BadRequest(
-            f"input {INPUT!r} has shape {shape}: send {expected}, N ≥ 1 grey images (one channel) of at least 1×1"
-        )
-    n, _, height, width = shape
+    if len(shape) != 4 or shape[1] not in ((1, 3) if size is None else (1,)) or min(shape) < 1:
+        raise BadRequest(f"input {INPUT!r} has shape {shape}: send {expected}, {kinds} of at least 1×1")
+    n, channels, height, width = shape
     if size is not None and (height, width) != size:
         raise BadRequest(
             f"input {INPUT!r} has shape {shape}: this model takes {size[0]}×{size[1]} images, {expected} "
@@ -230,7 +233,7 @@ def _check_shape(tensor: InputTensor, size: tuple[int, int] | None, limits: Limi
         )
     if n > limits.max_images:
         raise TooLarge(f"input {INPUT!r} holds {n} images; send at most {limits.max_images} (DAE_MAX_BATCH_FILES)")
-    return n, height, width
+    return n, channels, height, width
 
 
 def _from_json(data: Any, count: int) -> np.ndarray:
@@ -297,7 +300,7 @@ def decode_request(body: bytes, header_length: str | None, size: tuple[int, int]
     request = _parse_json(header)
     names = [tensor.name for tensor in request.inputs]
     if names != [INPUT]:
-        raise BadRequest(f"the request has inputs {names}: this model takes one input, {INPUT!r} ([N, 1, H, W])")
+        raise BadRequest(f"the request has inputs {names}: this model takes one input, {INPUT!r} ([N, C, H, W])")
     tensor = request.inputs[0]
     if tensor.datatype not in DATATYPES:
         raise BadRequest(
@@ -305,14 +308,15 @@ def decode_request(body: bytes, header_length: str | None, size: tuple[int, int]
         )
     if "shared_memory_region" in tensor.parameters:
         raise BadRequest("shared memory is not supported: send the tensor as JSON data or binary data")
-    n, height, width = _check_shape(tensor, size, limits)
+    n, channels, height, width = _check_shape(tensor, size, limits)
+    count = n * channels * height * width
     binary_size = tensor.parameters.get("binary_data_size")
     if binary_size is None:
         if binary:
             raise BadRequest(f"{len(binary)} bytes follow the JSON header but no input declares binary_data_size")
         if tensor.data is None:
             raise BadRequest(f"input {INPUT!r} has no data: send data, or binary data with binary_data_size")
-        values = _from_json(tensor.data, n * height * width)
+        values = _from_json(tensor.data, count)
     else:
         if isinstance(binary_size, bool) or not isinstance(binary_size, int) or binary_size < 0:
             raise BadRequest(f"input {INPUT!r}: binary_data_size must be a byte count, not {binary_size!r}")
@@ -324,8 +328,8 @@ def decode_request(body: bytes, header_length: str | None, size: tuple[int, int]
             raise BadRequest(
                 f"input {INPUT!r}: binary_data_size is {binary_size} but {len(binary)} bytes follow the JSON header"
             )
-        values = _from_binary(binary, tensor.datatype, n * height * width)
-    images = _to_unit(values, tensor.datatype).reshape(n, height, width)
+        values = _from_binary(binary, tensor.datatype, count)
+    images = _to_unit(values, tensor.datatype).reshape(n, channels, height, width)
     return Decoded(images, tensor.datatype, _requested_outputs(request), request.id)
 
 
@@ -344,18 +348,16 @@ async def _all(awaitables: Sequence[Awaitable[T]]) -> list[T]:
 
 
 async def predict(denoiser: Denoiser, images: np.ndarray, arrival: ArrivalToken | None) -> list[Output]:
-    """Each image through the model's serving path: ``Denoiser.predict`` (the skip-the-queue path when the
-    model is idle, tiles for an image larger than a tile), or, for several images no larger than a tile,
-    straight into the batcher's queue all at once, as ``Denoiser.predict`` queues its tiles: one at a time,
-    the first would take a forward alone and the rest another."""
-    n, height, width = images.shape
-    if n == 1 or max(height, width) > denoiser.tile_size:
-        return await _all(
-            [denoiser.predict(Prepared(Picture(images[i : i + 1]), None, None), arrival) for i in range(n)]
-        )
+    """Each N×C×H×W image through the model's serving path: ``Denoiser.predict`` (the skip-the-queue path
+    when the model is idle, tiles for an image larger than a tile, the colour path), or, for several grey
+    images no larger than a tile, straight into the batcher's queue all at once, as ``Denoiser.predict``
+    queues its tiles: one at a time, the first would take a forward alone and the rest another."""
+    n, channels, height, width = images.shape
+    if n == 1 or channels > 1 or max(height, width) > denoiser.tile_size:
+        return await _all([denoiser.predict(Prepared(Picture(image), None, None), arrival) for image in images])
     queued: list[asyncio.Future[Prediction]] = []
     try:
-        for image in images:
+        for image in images[:, 0]:
             queued.append(denoiser.batcher.enqueue(image, arrival))  # 503 when the queue is full
     except BaseException:
         for future in queued:
@@ -371,7 +373,7 @@ async def predict(denoiser: Denoiser, images: np.ndarray, arrival: ArrivalToken 
 def _tensor(name: str, outputs: list[Output], datatype: str) -> np.ndarray:
     if name == MSE:
         return np.array([output.reconstruction_mse for output in outputs], dtype=np.float32)
-    planes = np.stack([output.planes for output in outputs])  # N×1×H×W
+    planes = np.stack([output.planes for output in outputs])  # N×C×H×W
     # UINT8 exactly as /denoise writes its PNG (service.images.quantize); FP32 clamped to the documented range.
     return quantize(planes) if datatype == "UINT8" else np.clip(planes, 0.0, 1.0).astype(np.float32, copy=False)
 

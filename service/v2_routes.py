@@ -63,7 +63,7 @@ class ModelReady(BaseModel):
 class TensorMetadata(BaseModel):
     name: str = Field(examples=[v2.INPUT])
     datatype: str = Field(examples=["FP32"])
-    shape: list[int] = Field(description="-1: any size", examples=[[-1, 1, -1, -1]])
+    shape: list[int] = Field(description="-1: any", examples=[[-1, -1, -1, -1]])
     parameters: dict[str, str] = Field(
         description="what the tensor means, in words", examples=[{"description": "N grey images of any size"}]
     )
@@ -211,7 +211,7 @@ _MODEL_READY: dict[str, Any] = {
 
 @router.get("/v2/models/{name}", **_METADATA)
 async def model_metadata(request: Request, name: str) -> dict[str, Any]:
-    """The input ``images`` ([N, 1, H, W], -1 for any size) and the outputs ``denoised`` and ``reconstruction_mse``."""
+    """The input ``images`` ([N, C, H, W]; -1: any) and the outputs ``denoised`` and ``reconstruction_mse``."""
     return v2.model_metadata(_model(request, name, None))
 
 
@@ -283,12 +283,13 @@ async def _infer(request: Request, name: str, version: str | None) -> Response:
     return Response(content, media_type="application/octet-stream", headers={v2.HEADER_LENGTH: str(header_length)})
 
 
-_INFER_DOC = """Denoise a batch of grey images, tensor ``images`` [N, 1, H, W] (``FP32`` in [0, 1] or ``UINT8``
-0..255), as JSON (``data``: flat row-major) or with the binary tensor data extension (the JSON first, its
-length in ``Inference-Header-Content-Length``, then each input's ``binary_data_size`` bytes). Outputs:
-``denoised`` (the input's shape and datatype) and ``reconstruction_mse`` (FP32 [N]: per image, the MSE between
-the model's input and output, as /denoise reports). Each image goes through the model's batcher with
-every other request's images; the answer equals /denoise's for the same image."""
+_INFER_DOC = """Denoise a batch of images, tensor ``images`` [N, C, H, W] (C 1 grey, or 3 R, G, B planes for a
+model of any size; ``FP32`` in [0, 1] or ``UINT8`` 0..255), as JSON (``data``: flat row-major) or with the
+binary tensor data extension (the JSON first, its length in ``Inference-Header-Content-Length``, then each
+input's ``binary_data_size`` bytes). Outputs: ``denoised`` (the input's shape and datatype) and
+``reconstruction_mse`` (FP32 [N]: per image, the MSE between the model's input and output, as /denoise
+reports). Each image goes through the model's batcher with every other request's images; the answer equals
+/denoise's for the same image."""
 _INFER: dict[str, Any] = {
     "response_class": Response,
     "responses": {**_INFER_ANSWER, **errors(400, 404, 413, 503, 504)},

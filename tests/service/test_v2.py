@@ -23,12 +23,13 @@ import pytest
 import tritonclient.http as httpclient
 from hypothesis import event, given, settings
 from hypothesis import strategies as st
+from PIL import Image
 from tritonclient.utils import InferenceServerException
 
 from service import v2
 from service.app import create_app
 from service.errors import ServiceError
-from tests.conftest import REPO
+from tests.conftest import FIXTURE_ROOT, REPO
 from tests.service.conftest import LiveServer, decode_png, png_bytes, serving, settings_for
 from tests.service.test_server import metric
 
@@ -36,6 +37,7 @@ DIGIT_MODEL = "conv-blind"  # any size; its forwards run in the child process (t
 FIXED_MODEL = "mlp-gaussian"  # 28×28 only
 PHOTO_MODEL = "photo-blind"
 EXAMPLE = REPO / "docs" / "examples" / "tritonclient_example.py"
+COLOUR_PHOTO = FIXTURE_ROOT / "colour" / "coffee.png"
 # One grey level: the same image can share a forward pass with other images in one call and not in the other,
 # and a batch of another size may take another kernel whose float sums differ in the last bits; a pixel
 # that sits on a rounding boundary then moves by one level. Anything more would be a real difference.
@@ -141,7 +143,8 @@ def test_ready_follows_the_rule_of_readyz(server: LiveServer, triton: httpclient
 
 
 @pytest.mark.parametrize(
-    ("model", "shape"), [(DIGIT_MODEL, [-1, 1, -1, -1]), (PHOTO_MODEL, [-1, 1, -1, -1]), (FIXED_MODEL, [-1, 1, 28, 28])]
+    ("model", "shape"),
+    [(DIGIT_MODEL, [-1, -1, -1, -1]), (PHOTO_MODEL, [-1, -1, -1, -1]), (FIXED_MODEL, [-1, 1, 28, 28])],
 )
 def test_model_metadata_gives_names_datatypes_and_shapes(
     triton: httpclient.InferenceServerClient, model: str, shape: list[int]
@@ -223,6 +226,23 @@ def test_a_photo_larger_than_a_tile_is_tiled_as_for_denoise(
     )
 
 
+def test_colour_photos_in_planes_are_denoised_in_colour_as_for_denoise(
+    server: LiveServer, triton: httpclient.InferenceServerClient
+) -> None:
+    """[N, 3, H, W], as Triton's image models take colour: the photo model's colour path, tiles included."""
+    photo = np.asarray(Image.open(COLOUR_PHOTO).convert("RGB"))  # 96×96: tiles of 64
+    noisy = np.clip(photo + np.random.default_rng(3).normal(0, 20, photo.shape), 0, 255).astype(np.uint8)
+    batch = np.stack([noisy, noisy[::-1]]).transpose(0, 3, 1, 2)  # two photos, R, G, B planes
+    result = infer(triton, PHOTO_MODEL, batch)
+    denoised, mse = result.as_numpy("denoised"), result.as_numpy("reconstruction_mse")
+    assert denoised.shape == batch.shape and mse.shape == (2,)
+    for i in range(2):
+        expected = via_denoise(server, png_bytes(batch[i].transpose(1, 2, 0)), PHOTO_MODEL)
+        assert_same_as_denoise(denoised[i].transpose(1, 2, 0), float(mse[i]), expected)
+    planes_alone = [via_denoise(server, png_bytes(noisy[..., c]), PHOTO_MODEL)[0] for c in range(3)]
+    assert not np.array_equal(denoised[0], np.stack(planes_alone))  # in colour, not three grey images
+
+
 # ---- client mistakes: clear 4xx, never a 500 --------------------------------------------------------------
 
 
@@ -230,7 +250,9 @@ def test_a_wrong_shape_or_datatype_is_a_clear_400(triton: httpclient.InferenceSe
     wrong_size = np.zeros((1, 1, 32, 32), dtype=np.uint8)
     assert "28×28" in raises(400, lambda: infer(triton, FIXED_MODEL, wrong_size))
     colour = np.zeros((1, 3, 28, 28), dtype=np.uint8)
-    assert "one channel" in raises(400, lambda: infer(triton, DIGIT_MODEL, colour))
+    assert "one channel" in raises(400, lambda: infer(triton, FIXED_MODEL, colour))
+    two_channels = np.zeros((1, 2, 28, 28), dtype=np.uint8)
+    assert "C 3" in raises(400, lambda: infer(triton, DIGIT_MODEL, two_channels))
     assert "shape" in raises(400, lambda: infer(triton, DIGIT_MODEL, pixels[:1]))  # [1, 28, 28]: no channel axis
     for datatype, dtype in (("INT32", np.int32), ("FP64", np.float64)):
         tensor = httpclient.InferInput("images", [1, 1, 28, 28], datatype)
@@ -311,10 +333,10 @@ def _near_valid(draw: st.DrawFn) -> tuple[bytes, str | None]:
     """A request that is right or nearly so: sizes around the limits, values around the ranges, counts off by
     one, binary or JSON; (body, Inference-Header-Content-Length)."""
     sizes = st.sampled_from([1, 2, 3, 1, 2, 3, 0, 4])  # mostly in the limits, sometimes past them
-    shape = [draw(sizes), draw(st.sampled_from([1, 1, 1, 0, 3])), draw(sizes), draw(sizes)]
-    n, _, height, width = shape
+    shape = [draw(sizes), draw(st.sampled_from([1, 1, 1, 0, 2, 3, 3])), draw(sizes), draw(sizes)]
+    n, channels, height, width = shape
     datatype = draw(st.sampled_from(["UINT8", "FP32"]))
-    count = max(0, n * height * width + draw(st.sampled_from([0, 0, 0, -1, 1])))
+    count = max(0, n * channels * height * width + draw(st.sampled_from([0, 0, 0, -1, 1])))
     value: st.SearchStrategy[Any]
     if datatype == "UINT8":
         value = st.integers(0, 255) if draw(st.booleans()) else st.integers(-1, 256)
@@ -354,8 +376,9 @@ def test_any_request_decodes_or_is_a_clear_4xx(request: tuple[bytes, str | None]
         event(f"refused with {exc.status_code}")
         return
     event("decoded")
-    n, height, width = decoded.images.shape
+    n, channels, height, width = decoded.images.shape
     assert decoded.images.dtype == np.float32 and 1 <= n <= 3 and height * width <= 9
+    assert channels == 1 or (channels == 3 and size is None)  # colour only for a model of any size
     assert size is None or (height, width) == size
     assert decoded.images.min() >= 0.0 and decoded.images.max() <= 1.0
 
