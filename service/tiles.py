@@ -64,6 +64,10 @@ class Grid:
         """The tiles of ``plane`` (H×W), in the order of ``corners``; views, not copies."""
         return [plane[y : y + self.tile_height, x : x + self.tile_width] for y, x in self.corners]
 
+    def cut_planes(self, planes: np.ndarray) -> list[np.ndarray]:
+        """The tiles of every plane of ``planes`` (C×H×W), plane after plane."""
+        return [tile for plane in planes for tile in self.cut(plane)]
+
     def stitch(self, tiles: list[np.ndarray]) -> np.ndarray:
         """The H×W plane from the model's output ``tiles`` (in the order of ``corners``), blended across overlaps."""
         if len(tiles) == 1:

@@ -5,6 +5,7 @@ The photo crops are real images of the denoising literature's sets (``tests/fixt
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import io
 import threading
@@ -17,6 +18,7 @@ import pytest
 from PIL import Image
 
 from models.metrics import psnr_db_from_mse
+from service.tiles import Grid
 from tests.conftest import FIXTURE_ROOT
 from tests.service.conftest import AppClient, denoise, png_bytes, upload
 from tests.service.test_server import metric, wait_until
@@ -90,6 +92,24 @@ def test_impulse_noise_on_a_colour_photo_is_denoised_plane_by_plane(
     as_planes = [np.asarray(opened(denoise(client, png_bytes(noisy[..., c]), model="photo-blind"))) for c in range(3)]
     difference = np.asarray(opened(body)).astype(int) - np.stack(as_planes, -1)
     assert np.abs(difference).max() <= 1  # a batch of three planes may round a level apart from one plane alone
+
+
+def test_with_impulse_noise_the_opponent_planes_tiles_are_cancelled_unrun(make_client: Any) -> None:
+    """The opponent planes' tiles are queued behind the R, G, B ones, in case the colour path needs them; when
+    the R, G, B answer shows impulses it does not, and only the few already started may run."""
+    client = make_client(tile_size=32, tile_overlap=8, max_batch_size=4)  # two tiles in flight at a time
+    per_plane = len(Grid.cover(96, 96, 32, 8).corners)  # the 96×96 fixture: 16 tiles a plane
+
+    def tiles_run() -> float:
+        return metric(client.get("/metrics").text, "dae_batch_size_sum", model="photo-blind")
+
+    async def tiles_waiting() -> int:  # in the app's event loop: the tasks that queue tiles, not yet done
+        return sum("_queue_tiles" in getattr(task.get_coro(), "__qualname__", "") for task in asyncio.all_tasks())
+
+    before = tiles_run()
+    denoise(client, COLOUR_PHOTO.read_bytes(), model="photo-blind", noise="salt_pepper", level=0.2, seed=2)
+    assert client.call(tiles_waiting) == 0
+    assert 3 * per_plane <= tiles_run() - before <= 3 * per_plane + 8  # not 6 × 16: the opponent planes' too
 
 
 def test_a_grey_photo_saved_as_colour_comes_back_grey(client: AppClient) -> None:
