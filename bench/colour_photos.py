@@ -32,7 +32,7 @@ import httpx
 import numpy as np
 from PIL import Image
 
-from bench.common import device_description, write_section
+from bench.common import device_description, publish
 from service.app import create_app
 from service.settings import Settings
 
@@ -171,9 +171,7 @@ def main(argv: list[str] | None = None) -> int:
             f"colour BM3D {reference:.2f} dB"
         )
     text = report(rows, photos, model_s, bm3d_s, args)
-    print(text)
-    if not args.no_write:
-        write_section(HEADINGS[args.photos], text)
+    publish(HEADINGS[args.photos], text, write=not args.no_write)
     return 0
 
 

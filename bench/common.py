@@ -40,3 +40,10 @@ def write_section(heading: str, body: str, path: Path = BENCHMARKS_MD) -> None:
     text = pattern.sub(lambda _: section + "\n", text) if pattern.search(text) else text.rstrip() + "\n\n" + section
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(text.rstrip() + "\n")
+
+
+def publish(heading: str, text: str, write: bool = True) -> None:
+    """Print a benchmark's figures and, when ``write`` (no ``--no-write``), put them in their section of the file."""
+    print(text)
+    if write:
+        write_section(heading, text)

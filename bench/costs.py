@@ -30,7 +30,7 @@ import torch
 from fastapi import FastAPI, Form, Request
 from PIL import Image
 
-from bench.common import device_description, write_section
+from bench.common import device_description, publish
 from models.architectures import create_model
 from service.forms import read_form
 from service.images import encode_png, load_pixels, open_checked, quantize
@@ -198,9 +198,7 @@ def main(argv: list[str] | None = None) -> int:
             table(rows),
         ]
     )
-    print(body)
-    if not args.no_write:
-        write_section(HEADING, body)
+    publish(HEADING, body, write=not args.no_write)
     return 0
 
 

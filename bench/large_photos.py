@@ -23,7 +23,7 @@ import numpy as np
 from PIL import Image
 
 from bench.colour_photos import MODEL, add_noise_8bit, png_bytes, psnr_8bit
-from bench.common import device_description, write_section
+from bench.common import device_description, publish
 from service.app import create_app
 from service.settings import Settings
 
@@ -91,9 +91,7 @@ def main(argv: list[str] | None = None) -> int:
             f"| {name} | {size} | {psnr_8bit(noisy_image, clean):.2f} | {psnr_8bit(answer, clean):.2f} | {took:.2f} |"
         )
     text = "\n".join(lines)
-    print(text)
-    if not args.no_write:
-        write_section(HEADING, text)
+    publish(HEADING, text, write=not args.no_write)
     return 0
 
 

@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from bench.common import device_description, write_section
+from bench.common import device_description, publish
 from bench.loopback import Variant, wrk_version
 from bench.serve_benchmark import Point, format_row, measure
 
@@ -96,9 +96,7 @@ def main(argv: list[str] | None = None) -> int:
             points += [(label, point) for point in measured]
     bm3d_s = bm3d_seconds(photo, 25, args.bm3d_repeats)
     text = report(points, bm3d_s, photo, args)
-    print(text)
-    if not args.no_write:
-        write_section(HEADING, text)
+    publish(HEADING, text, write=not args.no_write)
     return 0
 
 
