@@ -1,4 +1,5 @@
-"""ASGI middleware: request ids, metrics and access log, the optional API key, the upload byte limit, arrivals.
+"""ASGI middleware: request ids, metrics and access log, the optional API key, the upload byte limit, arrivals
+(and clients that leave before their answer).
 
 Plain ASGI classes rather than Starlette's ``BaseHTTPMiddleware``, which wraps every request in extra
 tasks and streams: at a thousand small requests a second that overhead shows.
@@ -6,6 +7,7 @@ tasks and streams: at a thousand small requests a second that overhead shows.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import json
@@ -29,6 +31,11 @@ Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 ARRIVAL_SCOPE_KEY = "dae.arrival"
+CLIENT_GONE_SCOPE_KEY = "dae.client_gone"  # set when a batched request was cancelled because its client left
+CLIENT_GONE_STATUS = 499  # recorded, never sent (there is no one to send it to): nginx's "client closed request"
+# A batched request still unanswered this long after it arrived starts watching for its client to leave. Sooner
+# would cost every digit a task; a photo's tiles take seconds on a CPU.
+WATCH_AFTER_S = 0.25
 _REQUEST_ID_PATTERN = re.compile(rb"[A-Za-z0-9._:-]{1,128}")
 
 log = logging.getLogger("service")
@@ -102,6 +109,8 @@ class RequestContextMiddleware:
 
         try:
             await self.app(scope, receive, send_with_id)
+            if not responded and scope.get(CLIENT_GONE_SCOPE_KEY):
+                status = CLIENT_GONE_STATUS
         except Exception as exc:
             log.error("unhandled error on %s %s", scope["method"], scope["path"], exc_info=exc)
             if not responded:
@@ -215,8 +224,57 @@ class BodyLimitMiddleware:
         await self.app(scope, receive_counted, send)
 
 
+class _ClientWatch:
+    """Cancels a request's task when its client disconnects after sending the whole body and before the answer
+    starts: a photo's tiles are seconds of forwards on a CPU, and a client that gave up (a closed tab, a timeout
+    and a retry) must not leave them queued ahead of everyone else's. Watching takes a ``receive`` of its own,
+    which an ASGI server answers with ``http.disconnect`` when the client leaves (Starlette's streaming responses
+    listen the same way); it starts only once the app has read the body, so the two never wait on it at once."""
+
+    def __init__(self, receive: Receive, send: Send) -> None:
+        self.gone = False
+        self._task = asyncio.current_task()
+        self._receive = receive
+        self._send = send
+        self._body_read = False
+        self._answering = False
+        self._watcher: asyncio.Task[None] | None = None
+        self._timer = asyncio.get_running_loop().call_later(WATCH_AFTER_S, self._start)
+
+    async def receive(self) -> Message:
+        message = await self._receive()
+        if message["type"] == "http.request" and not message.get("more_body", False):
+            self._body_read = True
+        return message
+
+    async def send(self, message: Message) -> None:
+        if message["type"] == "http.response.start":
+            self._answering = True
+        await self._send(message)
+
+    def _start(self) -> None:
+        if self._answering:
+            return
+        if not self._body_read:  # still uploading: the app reads (and sees a disconnect) itself; look again later
+            self._timer = asyncio.get_running_loop().call_later(WATCH_AFTER_S, self._start)
+            return
+        self._watcher = asyncio.ensure_future(self._watch())
+
+    async def _watch(self) -> None:
+        message = await self._receive()
+        if message["type"] == "http.disconnect" and not self._answering and self._task is not None:
+            self.gone = True
+            self._task.cancel()
+
+    def close(self) -> None:
+        self._timer.cancel()
+        if self._watcher is not None:
+            self._watcher.cancel()
+
+
 class ArrivalMiddleware:
-    """Announces each request to a ``@batched`` route to the batchers the moment it arrives (``service.batcher``).
+    """Announces each request to a ``@batched`` route to the batchers the moment it arrives (``service.batcher``),
+    and cancels it if its client leaves before the answer (``_ClientWatch``).
 
     A middleware rather than a dependency of the route: it runs before the routing and costs one set
     lookup, where a FastAPI dependency with clean-up costs tens of microseconds a request."""
@@ -238,8 +296,18 @@ class ArrivalMiddleware:
             return
         token = self.arrivals.announce()
         scope[ARRIVAL_SCOPE_KEY] = token
+        watch = _ClientWatch(receive, send)
         try:
-            await self.app(scope, receive, send)
+            await self.app(scope, watch.receive, watch.send)
+        except asyncio.CancelledError:
+            if not watch.gone:
+                raise  # the server's own cancellation (shutdown): not ours to swallow
+            task = asyncio.current_task()
+            if task is not None and hasattr(task, "uncancel"):  # Python 3.11+: the task was not cancelled for good
+                task.uncancel()
+            scope[CLIENT_GONE_SCOPE_KEY] = True
+            log.info("the client of %s %s left before its answer; its work stops", scope["method"], scope["path"])
         finally:
+            watch.close()
             token.done()
             self.arrivals.leave()

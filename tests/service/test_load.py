@@ -4,7 +4,8 @@
   and the server's memory settles (RSS read after a warm-up round and after each of two equal rounds).
 - 256 clients against a queue of 8: only 200s and 503s with ``Retry-After``; ready again afterwards.
 - A client that disconnects mid-upload or mid-request, and one that uploads a byte at a time, cost the
-  others nothing: their requests are answered and nothing of the broken ones is left behind.
+  others nothing: their requests are answered and nothing of the broken ones is left behind. A client that
+  leaves while its photo's tiles are computing takes the rest of them with it.
 
 No test here asserts a wall-clock time; throughput belongs in ``bench/``.
 """
@@ -30,10 +31,13 @@ import torch
 
 from service.batcher import ArrivalToken
 from service.denoiser import Denoised, Prepared
+from tests.conftest import FIXTURE_ROOT
 from tests.service.conftest import MODELS_IN_PROCESS, LiveServer, png_bytes, runner_in_process
 from tests.service.test_images import png_declaring
-from tests.service.test_server import MODEL, gate_model, metric, wait_until
+from tests.service.test_server import MODEL, Gate, gate_model, metric, wait_until
 
+PHOTO_MODEL = "photo-blind"
+COLOUR_PHOTO = FIXTURE_ROOT / "colour" / "coffee.png"  # 96×96 RGB
 PHASE_DEADLINE_S = 180.0  # a bound on each phase, far above what it takes; no assertion reads the clock
 MiB = 1 << 20
 
@@ -271,6 +275,35 @@ def test_clients_that_disconnect_mid_upload_or_mid_request_cost_the_others_nothi
     wait_until(lambda: server.app.state.arrivals.pending == 0, "the aborted upload to be let go")
     assert server.store.denoisers[MODEL].batcher.queue_size == 0
     assert httpx.get(server.url + "/readyz").status_code == 200
+
+
+def test_a_client_that_leaves_during_its_photo_takes_the_photos_remaining_tiles_with_it(
+    make_server: Any, digits: list[bytes]
+) -> None:
+    """96 tile forwards for a colour photo (16 tiles a plane, R, G, B and opponent planes); its client leaves
+    while the first is held in the model: the rest never run, and the request is counted as 499."""
+    server: LiveServer = make_server(tile_size=32, tile_overlap=8, max_batch_size=2)  # two tiles in flight
+    runner = runner_in_process(server.store, PHOTO_MODEL)
+    release = threading.Event()
+    runner.model = gate = Gate(runner.model, lambda _: release.is_set())
+    text = lambda: httpx.get(server.url + "/metrics").text  # noqa: E731
+
+    def left() -> float:
+        return metric(text(), "dae_http_requests_total", route="/denoise", method="POST", status="499")
+
+    tiles_before = metric(text(), "dae_batch_size_sum", model=PHOTO_MODEL)
+    left_before = left() if 'status="499"' in text() else 0.0
+    head, body = multipart(COLOUR_PHOTO.read_bytes(), model=PHOTO_MODEL)
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as leaver:
+        leaver.sendall(head + body)
+        assert gate.entered.wait(20)
+    wait_until(lambda: 'status="499"' in text() and left() == left_before + 1, "the request to be counted as left")
+    release.set()
+    wait_until(lambda: server.app.state.arrivals.pending == 0, "the request to be let go")
+    wait_until(lambda: server.store.denoisers[PHOTO_MODEL].batcher.queue_size == 0, "the queue to empty")
+    assert metric(text(), "dae_batch_size_sum", model=PHOTO_MODEL) - tiles_before <= 4  # two forwards of two
+    answer = httpx.post(server.url + "/denoise", files={"file": ("d.png", digits[0])}, data={"model": PHOTO_MODEL})
+    assert answer.status_code == 200
 
 
 def test_a_client_uploading_a_byte_at_a_time_costs_the_others_nothing(make_server: Any, digits: list[bytes]) -> None:
