@@ -21,20 +21,23 @@ from typing import TypeVar
 
 import anyio.to_thread
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError, features
 
 from service.errors import BadImage, TooLarge
 
 # The formats the service accepts; Pillow reads more (PSD, ICO, PCX...), which are refused to keep the
 # decoders exposed to uploads few and well trodden. Tried in this order; JPEG opens MPO (phone JPEGs) too.
-_OPEN_FORMATS = ("PNG", "JPEG", "BMP", "TIFF", "WEBP", "GIF")
+# AVIF (what recent phones and browsers save, decoded by libavif as browsers do) where Pillow has it: its
+# wheels since 11.3 do.
+_OPEN_FORMATS = ("PNG", "JPEG", "BMP", "TIFF", "WEBP", "GIF") + (("AVIF",) if features.check("avif") else ())
+ACCEPTED_FORMATS = ", ".join(name.replace("WEBP", "WebP") for name in _OPEN_FORMATS[:-1]) + f" or {_OPEN_FORMATS[-1]}"
 INLINE_MAX_PIXELS = 64 * 64
 T = TypeVar("T")
 _SIXTEEN_BIT_MODES = frozenset({"I;16", "I;16B", "I;16L", "I;16N", "I"})
 _ALPHA_MODES = frozenset({"LA", "La", "PA", "RGBA", "RGBa"})
 _LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)  # ITU-R 601, as Pillow's convert("L")
 # Formats whose files carry an EXIF orientation worth honouring (phone photos).
-_EXIF_FORMATS = frozenset({"JPEG", "MPO", "TIFF", "WEBP"})
+_EXIF_FORMATS = frozenset({"JPEG", "MPO", "TIFF", "WEBP", "AVIF"})
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 # The pixel limit is ours, checked in ``open_checked`` from the header before anything is decoded, at the
@@ -62,15 +65,14 @@ def _too_many_pixels(width: int, height: int, max_pixels: int) -> TooLarge:
 def open_checked(data: bytes, max_pixels: int) -> Image.Image:
     """Open the upload lazily and check its declared size, before any pixel data is decoded."""
     if not data:
-        raise BadImage("the upload is empty: send an image file (PNG, JPEG, BMP, TIFF, WebP or GIF) in field 'file'")
+        raise BadImage(f"the upload is empty: send an image file ({ACCEPTED_FORMATS}) in field 'file'")
     try:
         # Only the accepted formats' plugins look at the bytes: fewer decoders exposed, and no time spent
         # asking every other plugin whether it recognises them.
         image = Image.open(io.BytesIO(data), formats=_OPEN_FORMATS)
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
         raise BadImage(
-            f"the upload is not an image in an accepted format ({type(exc).__name__}): send PNG, JPEG, BMP, "
-            "TIFF, WebP or GIF"
+            f"the upload is not an image in an accepted format ({type(exc).__name__}): send {ACCEPTED_FORMATS}"
         ) from None
     width, height = image.size
     if width < 1 or height < 1:

@@ -55,7 +55,7 @@ class NoiseOptions(BaseModel):
 
 
 class CorruptForm(NoiseOptions):
-    file: UploadFile = Field(description="the image: PNG, JPEG, BMP, TIFF, WebP or GIF (first frame), any mode")
+    file: UploadFile = Field(description="the image: PNG, JPEG, BMP, TIFF, WebP, GIF (first frame) or AVIF, any mode")
     noise: NoiseName = Field(description="which corruption to apply", examples=["gaussian"])
 
 
@@ -81,7 +81,7 @@ class DenoiseOptions(NoiseOptions):
 
 
 class DenoiseForm(DenoiseOptions):
-    file: UploadFile = Field(description="the image: PNG, JPEG, BMP, TIFF, WebP or GIF (first frame), any mode")
+    file: UploadFile = Field(description="the image: PNG, JPEG, BMP, TIFF, WebP, GIF (first frame) or AVIF, any mode")
 
 
 class DenoiseBatchForm(DenoiseOptions):

@@ -56,6 +56,7 @@ SEED_FILES = [
     _saved(_GRADIENT.convert("CMYK"), "TIFF"),
     _saved(_GRADIENT, "WEBP"),
     _saved(_GRADIENT, "GIF"),
+    _saved(_GRADIENT.convert("RGB"), "AVIF"),
 ]
 
 
