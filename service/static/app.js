@@ -2,6 +2,8 @@
 "use strict";
 
 const defaultLevels = {}; // noise name → its default level, from GET /noises
+// The last choice of the noise list: add none, the upload is the noisy image (a user's own photo), denoised as it is.
+const AS_IT_IS = "";
 
 const $ = (id) => document.getElementById(id);
 let currentImage = null; // a Blob: the sample or the upload
@@ -43,6 +45,11 @@ async function loadNoises() {
     option.title = `level: ${noise.level_means}`;
     select.append(option);
   }
+  const asItIs = document.createElement("option");
+  asItIs.value = AS_IT_IS;
+  asItIs.textContent = "none: my image is already noisy";
+  asItIs.title = "denoise the image as it is; with no clean original there is no PSNR to show";
+  select.append(asItIs);
   $("level").value = defaultLevels[select.value];
   updateLevelLabel();
 }
@@ -87,9 +94,12 @@ async function run() {
   const form = new FormData();
   form.append("file", currentImage, currentImage.name || "image.png");
   if ($("model").value !== "") form.append("model", $("model").value);
-  form.append("noise", $("noise").value);
-  form.append("level", $("level").value);
-  if ($("seed").value !== "") form.append("seed", $("seed").value);
+  const addNoise = $("noise").value !== AS_IT_IS;
+  if (addNoise) {
+    form.append("noise", $("noise").value);
+    form.append("level", $("level").value);
+    if ($("seed").value !== "") form.append("seed", $("seed").value);
+  }
   setStatus("Denoising…");
   const response = await fetch("/denoise", {
     method: "POST",
@@ -103,8 +113,22 @@ async function run() {
   const result = await response.json();
   // Digits are shown enlarged with hard pixel edges; anything larger at its own resolution.
   $("results").classList.toggle("photo", result.width > 64 || result.height > 64);
-  $("noisy").src = `data:image/png;base64,${result.noisy_png}`;
   $("denoised").src = `data:image/png;base64,${result.denoised_png}`;
+  // Without added noise the upload itself is the noisy image, and there is no clean one to score against.
+  $("clean-figure").hidden = !addNoise;
+  $("noisy-label").textContent = addNoise ? "noisy" : "your image";
+  if (!addNoise) {
+    $("noisy").src = currentUrl;
+    $("noisy-psnr").textContent = "";
+    $("denoised-psnr").textContent = "";
+    setStatus(
+      `${result.model} (${result.model_reason}): your image as it is, no noise added, ` +
+        `${result.width}×${result.height}, in ${result.latency_ms.toFixed(1)} ms ` +
+        `(mean squared change ${result.reconstruction_mse.toExponential(2)})`,
+    );
+    return;
+  }
+  $("noisy").src = `data:image/png;base64,${result.noisy_png}`;
   $("noisy-psnr").textContent = `PSNR ${result.noisy_psnr_db.toFixed(2)} dB`;
   $("denoised-psnr").textContent = `PSNR ${result.denoised_psnr_db.toFixed(2)} dB`;
   setStatus(
@@ -134,7 +158,9 @@ function wire() {
     if (file) await useImage(file);
   });
   $("noise").addEventListener("change", () => {
-    $("level").value = defaultLevels[$("noise").value];
+    const asItIs = $("noise").value === AS_IT_IS;
+    $("level").disabled = $("seed").disabled = asItIs;
+    if (!asItIs) $("level").value = defaultLevels[$("noise").value];
     updateLevelLabel();
     if (currentImage) run();
   });

@@ -6,14 +6,20 @@ These tests fail, not skip, when chromium or playwright is missing: ``make test`
 
 from __future__ import annotations
 
+import base64
+import io
 import re
 import shutil
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
+import numpy as np
 import pytest
+from PIL import Image
 
+from tests.conftest import FIXTURE_ROOT
 from tests.service.conftest import LiveServer, serving
 
 CHROMIUM = "/usr/bin/chromium"
@@ -127,7 +133,8 @@ def test_the_pages_noise_choices_and_levels_are_the_services(page: Any, server: 
     page.goto(server.url + "/")
     page.wait_for_function("document.querySelectorAll('#noise option').length > 0")
     options = page.eval_on_selector_all("#noise option", "options => options.map(o => [o.value, o.textContent])")
-    assert options == [[noise.name, noise.label] for noise in NOISES.values()]
+    as_it_is = ["", "none: my image is already noisy"]  # the page's own last choice: add no noise
+    assert options == [*([noise.name, noise.label] for noise in NOISES.values()), as_it_is]
     page.select_option("#noise", "salt_pepper")
     assert float(page.input_value("#level")) == NOISES["salt_pepper"].default_level
 
@@ -144,3 +151,37 @@ def test_demo_page_shows_a_photo_at_full_resolution_denoised_by_the_photo_model(
         assert page.eval_on_selector(image, "img => img.getBoundingClientRect().width") == 256  # not scaled
     assert psnr_shown(page, "#denoised-psnr") > psnr_shown(page, "#noisy-psnr")
     assert "photo-blind" in page.inner_text("#status") and "photo model" in page.inner_text("#status")
+
+
+def test_demo_page_has_a_colour_photo_denoised_in_colour(page: Any, server: LiveServer) -> None:
+    page.goto(server.url + "/")
+    page.wait_for_function("document.querySelectorAll('#noise option').length > 0")
+    page.select_option("#noise", "gaussian")
+    page.eval_on_selector("#level", "slider => { slider.value = '0.1'; }")
+    page.click("button.sample[data-src$='photo-chelsea.png']")
+    page.wait_for_function("document.getElementById('denoised-psnr').textContent.includes('dB')")
+    page.wait_for_function("document.querySelector('#denoised').naturalWidth === 451")
+    assert psnr_shown(page, "#denoised-psnr") > psnr_shown(page, "#noisy-psnr") + 6
+    shown = page.eval_on_selector("#denoised", "img => img.src")
+    assert np.asarray(Image.open(io.BytesIO(base64.b64decode(shown.split(",", 1)[1])))).shape == (300, 451, 3)
+
+
+def test_demo_page_denoises_a_users_noisy_photo_as_it_is(page: Any, server: LiveServer, tmp_path: Path) -> None:
+    """What the service is for: a photo that came noisy, uploaded and denoised with no noise added, at full size."""
+    clean = np.asarray(Image.open(FIXTURE_ROOT / "colour" / "coffee.png").convert("RGB"), dtype=np.float64)
+    noisy = np.clip(clean + np.random.default_rng(0).normal(0, 20, clean.shape), 0, 255).astype(np.uint8)
+    upload = tmp_path / "my-noisy-photo.png"
+    Image.fromarray(noisy).save(upload)
+    page.goto(server.url + "/")
+    page.wait_for_function("document.querySelectorAll('#noise option').length > 1")
+    page.select_option("#noise", "")
+    assert page.is_disabled("#level") and page.is_disabled("#seed")
+    page.set_input_files("#upload", str(upload))
+    page.wait_for_function("document.getElementById('status').textContent.includes('no noise added')")
+    page.wait_for_function("document.querySelector('#denoised').naturalWidth === 96")
+    assert page.is_hidden("#clean-figure") and page.inner_text("#noisy-label") == "your image"
+    assert page.inner_text("#noisy-psnr") == page.inner_text("#denoised-psnr") == ""
+    assert "photo-blind" in page.inner_text("#status")
+    shown = page.eval_on_selector("#denoised", "img => img.src")
+    denoised = np.asarray(Image.open(io.BytesIO(base64.b64decode(shown.split(",", 1)[1]))), dtype=np.float64)
+    assert np.mean((denoised - clean) ** 2) < np.mean((noisy - clean) ** 2) / 3  # better, not just returned
