@@ -32,6 +32,13 @@ class BadForm(ServiceError):
     status_code = 400
 
 
+class ClientGone(ServiceError):
+    """The client left before its body was whole. No one reads the answer; its status is what the metrics and
+    the access log count (nginx's 499, "client closed request"), not a 400 for a mistake nobody made."""
+
+    status_code = 499
+
+
 class UnknownModel(ServiceError):
     status_code = 404
 

@@ -17,9 +17,9 @@ from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, ValidationError
 from starlette.datastructures import UploadFile as StarletteUploadFile
 from starlette.exceptions import HTTPException
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 
-from service.errors import BadForm
+from service.errors import BadForm, ClientGone
 
 FormModel = TypeVar("FormModel", bound=BaseModel)
 
@@ -59,6 +59,8 @@ async def read_form(request: Request, model: type[FormModel], max_files: int) ->
             ]
     except (HTTPException, RequestValidationError):
         raise
+    except ClientDisconnect:
+        raise ClientGone("the client went away before sending the whole body") from None
     except Exception as exc:  # whatever python-multipart makes of a malformed body is the client's to fix
         raise BadForm(f"the body is not valid multipart/form-data ({exc}); send the image in field 'file'") from None
     return parsed, uploads

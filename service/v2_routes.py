@@ -22,7 +22,7 @@ from starlette.requests import ClientDisconnect
 from service import v2
 from service.batcher import ArrivalToken
 from service.denoiser import Denoiser
-from service.errors import TooLarge, Unavailable, UnknownModel
+from service.errors import ClientGone, TooLarge, Unavailable, UnknownModel
 from service.images import run_sized
 from service.middleware import ARRIVAL_SCOPE_KEY, ASGIApp, Message, Receive, Scope, Send
 from service.registry import ModelStore
@@ -264,7 +264,7 @@ async def _infer(request: Request, name: str, version: str | None) -> Response:
     try:
         body = await request.body()
     except ClientDisconnect:
-        raise v2.BadRequest("the client went away before sending the whole body") from None
+        raise ClientGone("the client went away before sending the whole body") from None
     encoding = request.headers.get("content-encoding")
     if encoding is not None:  # inflating megabytes takes milliseconds: not on the event loop
         body = await anyio.to_thread.run_sync(inflate, body, encoding, settings.max_upload_bytes)

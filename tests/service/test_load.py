@@ -261,6 +261,7 @@ def test_clients_that_disconnect_mid_upload_or_mid_request_cost_the_others_nothi
     release = threading.Event()
     gate = gate_model(server, lambda _: release.is_set())
     head, body = multipart(digits[0])
+    statuses_before = httpx.get(server.url + "/metrics").text
     # Mid-request: the whole request sent, then gone while its image is in the forward pass.
     with socket.create_connection(("127.0.0.1", server.port), timeout=10) as quitter:
         quitter.sendall(head + body)
@@ -275,6 +276,18 @@ def test_clients_that_disconnect_mid_upload_or_mid_request_cost_the_others_nothi
     wait_until(lambda: server.app.state.arrivals.pending == 0, "the aborted upload to be let go")
     assert server.store.denoisers[MODEL].batcher.queue_size == 0
     assert httpx.get(server.url + "/readyz").status_code == 200
+    # The cut upload is counted as the client's leaving (499), not as a client's mistake (400).
+    statuses_after = httpx.get(server.url + "/metrics").text
+    assert 'route="/denoise",status="499"' in statuses_after
+    assert _count(statuses_after, "400") == _count(statuses_before, "400")
+
+
+def _count(metrics_text: str, status: str) -> float:
+    """Answers to POST /denoise with ``status`` so far (0 when there were none)."""
+    labels = {"method": "POST", "route": "/denoise", "status": status}
+    if f'route="/denoise",status="{status}"' not in metrics_text:
+        return 0.0
+    return metric(metrics_text, "dae_http_requests_total", **labels)
 
 
 def test_a_client_that_leaves_during_its_photo_takes_the_photos_remaining_tiles_with_it(
@@ -288,16 +301,13 @@ def test_a_client_that_leaves_during_its_photo_takes_the_photos_remaining_tiles_
     runner.model = gate = Gate(runner.model, lambda _: release.is_set())
     text = lambda: httpx.get(server.url + "/metrics").text  # noqa: E731
 
-    def left() -> float:
-        return metric(text(), "dae_http_requests_total", route="/denoise", method="POST", status="499")
-
     tiles_before = metric(text(), "dae_batch_size_sum", model=PHOTO_MODEL)
-    left_before = left() if 'status="499"' in text() else 0.0
+    left_before = _count(text(), "499")
     head, body = multipart(COLOUR_PHOTO.read_bytes(), model=PHOTO_MODEL)
     with socket.create_connection(("127.0.0.1", server.port), timeout=10) as leaver:
         leaver.sendall(head + body)
         assert gate.entered.wait(20)
-    wait_until(lambda: 'status="499"' in text() and left() == left_before + 1, "the request to be counted as left")
+    wait_until(lambda: _count(text(), "499") == left_before + 1, "the request to be counted as left")
     release.set()
     wait_until(lambda: server.app.state.arrivals.pending == 0, "the request to be let go")
     wait_until(lambda: server.store.denoisers[PHOTO_MODEL].batcher.queue_size == 0, "the queue to empty")
