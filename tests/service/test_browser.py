@@ -93,6 +93,12 @@ def psnr_shown(page: Any, selector: str) -> float:
     return float(match.group())
 
 
+def shown_image(page: Any, selector: str) -> np.ndarray:
+    """The pixels of the PNG an <img> shows from a data: URL (what the page got from the service)."""
+    source = page.eval_on_selector(selector, "img => img.src")
+    return np.asarray(Image.open(io.BytesIO(base64.b64decode(source.split(",", 1)[1]))))
+
+
 def test_docs_render_with_the_services_own_assets(page: Any, server: LiveServer, outside: list[str]) -> None:
     page.goto(server.url + "/docs")
     page.wait_for_selector(".swagger-ui .opblock-summary-path", state="visible")
@@ -162,8 +168,7 @@ def test_demo_page_has_a_colour_photo_denoised_in_colour(page: Any, server: Live
     page.wait_for_function("document.getElementById('denoised-psnr').textContent.includes('dB')")
     page.wait_for_function("document.querySelector('#denoised').naturalWidth === 451")
     assert psnr_shown(page, "#denoised-psnr") > psnr_shown(page, "#noisy-psnr") + 6
-    shown = page.eval_on_selector("#denoised", "img => img.src")
-    assert np.asarray(Image.open(io.BytesIO(base64.b64decode(shown.split(",", 1)[1])))).shape == (300, 451, 3)
+    assert shown_image(page, "#denoised").shape == (300, 451, 3)
 
 
 def test_demo_page_denoises_a_users_noisy_photo_as_it_is(page: Any, server: LiveServer, tmp_path: Path) -> None:
@@ -182,6 +187,5 @@ def test_demo_page_denoises_a_users_noisy_photo_as_it_is(page: Any, server: Live
     assert page.is_hidden("#clean-figure") and page.inner_text("#noisy-label") == "your image"
     assert page.inner_text("#noisy-psnr") == page.inner_text("#denoised-psnr") == ""
     assert "photo-blind" in page.inner_text("#status")
-    shown = page.eval_on_selector("#denoised", "img => img.src")
-    denoised = np.asarray(Image.open(io.BytesIO(base64.b64decode(shown.split(",", 1)[1]))), dtype=np.float64)
+    denoised = shown_image(page, "#denoised").astype(np.float64)
     assert np.mean((denoised - clean) ** 2) < np.mean((noisy - clean) ** 2) / 3  # better, not just returned
