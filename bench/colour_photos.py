@@ -23,9 +23,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import datetime
 import io
 import time
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
 import httpx
@@ -33,7 +35,9 @@ import numpy as np
 from PIL import Image
 
 from bench.common import device_description, publish
+from models.corruptions import NOISES
 from service.app import create_app
+from service.noise import NoiseSpec
 from service.settings import Settings
 
 HEADINGS = {"report": "Photos: colour", "choice": "Photos: colour, the photos the colour path was chosen on"}
@@ -63,7 +67,7 @@ def colour_photos(which: str) -> dict[str, np.ndarray]:
     return photos
 
 
-IMPULSES = (("salt-and-pepper", 0.02), ("salt-and-pepper", 0.2), ("masking", 0.3))
+IMPULSES = (("salt_pepper", 0.02), ("salt_pepper", 0.2), ("masking", 0.3))
 
 
 def add_noise_8bit(clean: np.ndarray, sigma: int, seed: int) -> np.ndarray:
@@ -73,15 +77,11 @@ def add_noise_8bit(clean: np.ndarray, sigma: int, seed: int) -> np.ndarray:
 
 
 def add_impulses(clean: np.ndarray, kind: str, level: float, seed: int) -> np.ndarray:
-    """Salt-and-pepper (half 0, half 255) or masking (0) on a ``level`` share of each channel's pixels."""
-    draw = np.random.default_rng(seed).random(clean.shape)
-    noisy = clean.copy()
-    if kind == "masking":
-        noisy[draw < level] = 0
-    else:
-        noisy[draw < level / 2] = 0
-        noisy[(draw >= level / 2) & (draw < level)] = 255
-    return noisy
+    """H×W×3 uint8 with ``kind`` noise at ``level`` drawn as the service draws it on an upload (each pixel of
+    each channel on its own, ``service.noise.NoiseSpec``); its values stay 8-bit (0, 1 or the pixel's own)."""
+    planes = np.moveaxis(clean, -1, 0).astype(np.float32) / 255.0
+    noisy = NoiseSpec(kind, level, seed).apply(planes)
+    return np.rint(np.moveaxis(noisy, 0, -1) * 255.0).astype(np.uint8)
 
 
 def psnr_8bit(output: np.ndarray, clean: np.ndarray) -> float:
@@ -102,32 +102,42 @@ def colour_bm3d(noisy: np.ndarray, sigma: int) -> np.ndarray:
     return np.clip(np.rint(np.asarray(out) * 255.0), 0, 255).astype(np.uint8)
 
 
-async def denoise_all(noisy: list[np.ndarray]) -> tuple[list[np.ndarray], list[np.ndarray], list[float]]:
-    """Post each noisy photo to /denoise of the real app, whole and channel by channel; (colour outputs,
-    outputs of the channels alone, seconds per colour request)."""
+@contextlib.asynccontextmanager
+async def served_photo_model() -> AsyncIterator[Callable[[bytes], Awaitable[np.ndarray]]]:
+    """The real app in process (no socket), ready; yields ``post``: a PNG's bytes → the photo model's answer
+    from ``/denoise``, as pixels."""
     app = create_app(Settings())
-    as_colour, as_planes, seconds = [], [], []
     async with app.router.lifespan_context(app):
         while not app.state.store.ready:
             await asyncio.sleep(0.05)
         transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://bench", timeout=300) as client:
+        async with httpx.AsyncClient(transport=transport, base_url="http://bench", timeout=600) as client:
 
-            async def post(pixels: np.ndarray) -> np.ndarray:
+            async def post(body: bytes) -> np.ndarray:
                 response = await client.post(
                     "/denoise",
-                    files={"file": ("photo.png", png_bytes(pixels), "image/png")},
+                    files={"file": ("photo.png", body, "image/png")},
                     data={"model": MODEL},
                     headers={"Accept": "image/png"},
                 )
                 response.raise_for_status()
                 return np.asarray(Image.open(io.BytesIO(response.content)))
 
-            for pixels in noisy:
-                started = time.perf_counter()
-                as_colour.append(await post(pixels))
-                seconds.append(time.perf_counter() - started)
-                as_planes.append(np.stack([await post(np.ascontiguousarray(pixels[..., c])) for c in range(3)], -1))
+            yield post
+
+
+async def denoise_all(noisy: list[np.ndarray]) -> tuple[list[np.ndarray], list[np.ndarray], list[float]]:
+    """Post each noisy photo to /denoise of the real app, whole and channel by channel; (colour outputs,
+    outputs of the channels alone, seconds per colour request)."""
+    as_colour, as_planes, seconds = [], [], []
+    async with served_photo_model() as post:
+        for pixels in noisy:
+            body = png_bytes(pixels)
+            started = time.perf_counter()
+            as_colour.append(await post(body))
+            seconds.append(time.perf_counter() - started)
+            channels = [await post(png_bytes(np.ascontiguousarray(pixels[..., c]))) for c in range(3)]
+            as_planes.append(np.stack(channels, -1))
     return as_colour, as_planes, seconds
 
 
@@ -136,7 +146,7 @@ Row = tuple[str, tuple[str, float], float, float, float, float]
 
 
 def label(noise: tuple[str, float]) -> str:
-    return f"σ {int(noise[1])}" if noise[0] == "gaussian" else f"{noise[0]} {noise[1]:g}"
+    return f"σ {int(noise[1])}" if noise[0] == "gaussian" else f"{NOISES[noise[0]].label} {noise[1]:g}"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -197,8 +207,8 @@ def report(
         f"and posted to `/denoise` with `{MODEL}`: as a colour image (what the service answers: the R, G, B "
         "planes and the opponent colour planes denoised and merged, `service/colour.py`) and channel by channel "
         "as grey images (the planes alone, how the service answered colour before); colour BM3D "
-        "(`bm3d.bm3d_rgb`, σ given) on the same 8-bit image. Salt-and-pepper and masking drawn per channel, "
-        "where the service keeps to the planes alone (`service.colour.has_impulses`). Mean RGB PSNR (dB); "
+        "(`bm3d.bm3d_rgb`, σ given) on the same 8-bit image. Salt-and-pepper and masking drawn as the service draws them "
+        "(`service.noise.NoiseSpec`, each channel on its own), where the service keeps to the planes alone (`service.colour.has_impulses`). Mean RGB PSNR (dB); "
         "worst photo's gain of the colour answer over the planes alone in brackets:",
         "",
         f"| noise (σ in /255) | noisy input | {MODEL}, planes alone | {MODEL}, as served | colour BM3D |",

@@ -15,17 +15,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import datetime
-import io
 import time
 
-import httpx
 import numpy as np
 from PIL import Image
 
-from bench.colour_photos import MODEL, add_noise_8bit, png_bytes, psnr_8bit
+from bench.colour_photos import MODEL, add_noise_8bit, png_bytes, psnr_8bit, served_photo_model
 from bench.common import device_description, publish
-from service.app import create_app
-from service.settings import Settings
 
 HEADING = "Photos: large"
 SIGMA = 25
@@ -46,27 +42,16 @@ def large_photos() -> dict[str, np.ndarray]:
 
 async def time_posts(noisy: list[np.ndarray]) -> tuple[list[np.ndarray], list[float]]:
     """Each photo posted ``REPEATS`` times, alone; (the answers, the fastest seconds of each)."""
-    app = create_app(Settings())
     answers, seconds = [], []
-    async with app.router.lifespan_context(app):
-        while not app.state.store.ready:
-            await asyncio.sleep(0.05)
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://bench", timeout=600) as client:
-            for pixels in noisy:
-                body, times = png_bytes(pixels), []
-                for _ in range(REPEATS):
-                    started = time.perf_counter()
-                    response = await client.post(
-                        "/denoise",
-                        files={"file": ("photo.png", body, "image/png")},
-                        data={"model": MODEL},
-                        headers={"Accept": "image/png"},
-                    )
-                    times.append(time.perf_counter() - started)
-                    response.raise_for_status()
-                answers.append(np.asarray(Image.open(io.BytesIO(response.content))))
-                seconds.append(min(times))
+    async with served_photo_model() as post:
+        for pixels in noisy:
+            body, times = png_bytes(pixels), []
+            for _ in range(REPEATS):
+                started = time.perf_counter()
+                answer = await post(body)
+                times.append(time.perf_counter() - started)
+            answers.append(answer)
+            seconds.append(min(times))
     return answers, seconds
 
 

@@ -22,8 +22,10 @@ colour photo took 58 s).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -158,37 +160,40 @@ class Denoiser:
         that answer. Both sets of tiles are queued at once, R, G, B first: the opponent tiles take the forwards
         the last R, G, B tiles leave free (a 512×512 photo alone on two cores: three rounds of two forwards,
         not two of two and two of one), and those not yet run are cancelled when impulses make them useless."""
-        _, height, width = rgb.shape
-        pixels = height * width
+        pixels = rgb.shape[1] * rgb.shape[2]
         opponent = await run_sized(pixels, to_opponent, rgb)
-        grid = Grid.cover(height, width, self.tile_size, self.tile_overlap)
-        tasks = self._queue_tiles(grid.cut_planes(np.concatenate([rgb, opponent])), arrival)
-        first = len(tasks) // 2
-        try:
+        with self._tiles_queued(np.concatenate([rgb, opponent]), arrival) as (grid, tasks):
+            first = len(tasks) // 2
             denoised_rgb = await self._stitched(grid, tasks[:first], 3)
             if await run_sized(pixels, has_impulses, rgb, denoised_rgb):
                 return denoised_rgb
             denoised_opponent = await self._stitched(grid, tasks[first:], 3)
-        finally:
-            for task in tasks:  # done, or not needed (impulses), or the request failed or was cancelled
-                task.cancel()
         return await run_sized(pixels, merge_colour_estimates, rgb, opponent, denoised_rgb, denoised_opponent)
 
     async def _predict_planes(self, planes: np.ndarray, arrival: ArrivalToken | None) -> np.ndarray:
         """Each plane cut into tiles of one grid (a plane within one tile is that tile), all of them through
         the batcher together, stitched back into planes."""
-        channels, height, width = planes.shape
-        grid = Grid.cover(height, width, self.tile_size, self.tile_overlap)
+        with self._tiles_queued(planes, arrival) as (grid, tasks):
+            return await self._stitched(grid, tasks, len(planes))
+
+    @contextlib.contextmanager
+    def _tiles_queued(
+        self, planes: np.ndarray, arrival: ArrivalToken | None
+    ) -> Iterator[tuple[Grid, list[asyncio.Task[Prediction]]]]:
+        """``planes`` cut into tiles of one grid, a task per tile putting it through the batcher, in order;
+        on leaving, the tasks not yet done are cancelled (a tile failed, the request was cancelled, or the
+        rest is not needed) and their tiles never run."""
+        grid = Grid.cover(planes.shape[1], planes.shape[2], self.tile_size, self.tile_overlap)
         tasks = self._queue_tiles(grid.cut_planes(planes), arrival)
         try:
-            return await self._stitched(grid, tasks, channels)
+            yield grid, tasks
         finally:
-            for task in tasks:  # one tile failed (or the request was cancelled): the others need not run
+            for task in tasks:
                 task.cancel()
 
     def _queue_tiles(self, tiles: list[np.ndarray], arrival: ArrivalToken | None) -> list[asyncio.Task[Prediction]]:
-        """A task per tile that puts it through the batcher, in order, at most half a batch of them, or one per
-        forward the batcher runs at once if that is more, queued at a time (see the module's docstring)."""
+        """A task per tile that puts it through the batcher, at most half a batch of them, or one per forward
+        the batcher runs at once if that is more, queued at a time (see the module's docstring)."""
         half_batch = min(self.batcher.max_batch_size, self.batcher.max_batch_pixels // tiles[0].size) // 2
         window = asyncio.Semaphore(max(1, half_batch, self.batcher.max_in_flight))
 

@@ -233,7 +233,9 @@ class _ClientWatch:
 
     def __init__(self, receive: Receive, send: Send) -> None:
         self.gone = False
-        self._task = asyncio.current_task()
+        task = asyncio.current_task()
+        assert task is not None, "a _ClientWatch is made inside the request's coroutine"
+        self._task = task  # the server's task for this request, where the app runs
         self._receive = receive
         self._send = send
         self._body_read = False
@@ -262,7 +264,7 @@ class _ClientWatch:
 
     async def _watch(self) -> None:
         message = await self._receive()
-        if message["type"] == "http.disconnect" and not self._answering and self._task is not None:
+        if message["type"] == "http.disconnect" and not self._answering:
             self.gone = True
             self._task.cancel()
 
