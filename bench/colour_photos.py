@@ -207,8 +207,9 @@ def report(
         f"and posted to `/denoise` with `{MODEL}`: as a colour image (what the service answers: the R, G, B "
         "planes and the opponent colour planes denoised and merged, `service/colour.py`) and channel by channel "
         "as grey images (the planes alone, how the service answered colour before); colour BM3D "
-        "(`bm3d.bm3d_rgb`, σ given) on the same 8-bit image. Salt-and-pepper and masking drawn as the service draws them "
-        "(`service.noise.NoiseSpec`, each channel on its own), where the service keeps to the planes alone (`service.colour.has_impulses`). Mean RGB PSNR (dB); "
+        "(`bm3d.bm3d_rgb`, σ given) on the same 8-bit image. Salt-and-pepper and masking drawn as the service "
+        "draws them (`service.noise.NoiseSpec`, each channel on its own), where the service keeps to the planes "
+        "alone (`service.colour.has_impulses`). Mean RGB PSNR (dB); "
         "worst photo's gain of the colour answer over the planes alone in brackets:",
         "",
         f"| noise (σ in /255) | noisy input | {MODEL}, planes alone | {MODEL}, as served | colour BM3D |",
