@@ -21,7 +21,9 @@ from typing import TypeVar
 
 import anyio.to_thread
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError, features
+import png  # pypng: Pillow reads a 16-bit colour PNG at 8 bits a sample
+import tifffile  # and a 16-bit colour TIFF too
+from PIL import ExifTags, Image, ImageFile, ImageOps, TiffImagePlugin, UnidentifiedImageError, features
 
 from service.errors import BadImage, TooLarge
 
@@ -39,6 +41,11 @@ _LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)  # ITU-R 601, as Pillo
 # Formats whose files carry an EXIF orientation worth honouring (phone photos).
 _EXIF_FORMATS = frozenset({"JPEG", "MPO", "TIFF", "WEBP", "AVIF"})
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+# Pillow's raw modes for the PNGs whose samples it narrows to 8 bits (its modes hold 16 bits only for one grey
+# plane): RGB, RGBA and grey-and-alpha of 16 bits a sample, which ``_wide_samples`` reads in full instead.
+_WIDE_PNG_RAWMODES = frozenset({"RGB;16B", "RGBA;16B", "LA;16B"})
+_TIFF_BITS_PER_SAMPLE, _TIFF_PHOTOMETRIC = 258, 262
+_TIFF_GREY_OR_RGB = frozenset({1, 2})  # photometric interpretation: min-is-black, RGB
 
 # The pixel limit is ours, checked in ``open_checked`` from the header before anything is decoded, at the
 # size the operator configured. Pillow's global guard (a warning past 89 MP, an error past 179 MP, raised
@@ -161,7 +168,7 @@ class Picture:
     ``planes`` are C×H×W float32 in [0, 1]: one grey plane or three RGB planes (a model denoises each as
     a grayscale image), laid over black where the upload is transparent, as a digit on a transparent
     canvas needs; ``alpha`` (H×W in [0, 1]) is handed back untouched; ``sixteen_bit`` answers a 16-bit
-    grey upload in 16 bits.
+    upload (grey or colour, with or without alpha) in 16 bits.
     """
 
     planes: np.ndarray
@@ -203,17 +210,78 @@ def to_picture(image: Image.Image) -> Picture:
     elif mode not in ("RGB", "RGBA"):
         image = image.convert("RGBA" if mode in _ALPHA_MODES else "RGB")
     pixels = np.asarray(image, dtype=np.float32) * np.float32(1 / 255)
+    return _from_samples(pixels, image.mode in ("LA", "RGBA"), sixteen_bit=False)
+
+
+def _from_samples(pixels: np.ndarray, has_alpha: bool, sixteen_bit: bool) -> Picture:
+    """H×W or H×W×C samples in [0, 1] → ``Picture``; the last channel, where ``has_alpha``, is the alpha."""
     if pixels.ndim == 2:
-        return Picture(pixels[None])
+        return Picture(pixels[None], None, sixteen_bit)
     planes = np.moveaxis(pixels, -1, 0)
-    if image.mode in ("LA", "RGBA"):
+    if has_alpha:
         alpha = planes[-1]
-        return Picture(np.ascontiguousarray(planes[:-1] * alpha), alpha)
-    return Picture(np.ascontiguousarray(planes))
+        return Picture(np.ascontiguousarray(planes[:-1] * alpha), alpha, sixteen_bit)
+    return Picture(np.ascontiguousarray(planes), None, sixteen_bit)
+
+
+def _wide_samples(image: Image.Image) -> np.ndarray | None:
+    """The H×W×C uint16 samples of a 16-bit colour (or grey-and-alpha) PNG or TIFF, which Pillow would narrow
+    to 8 bits; None for any other image, and where the other decoder cannot read it (a TIFF compressed with
+    LZW needs imagecodecs, which tifffile does without here): Pillow reads it then, at 8 bits.
+
+    Called before Pillow decodes: the header is parsed and ``image.fp`` still holds the upload.
+    """
+    if not isinstance(image, ImageFile.ImageFile) or image.fp is None:
+        return None
+    if isinstance(image, TiffImagePlugin.TiffImageFile):
+        bits = image.tag_v2.get(_TIFF_BITS_PER_SAMPLE, ())
+        if image.mode not in ("RGB", "RGBA", "LA") or set(bits) != {16}:
+            return None
+        if image.tag_v2.get(_TIFF_PHOTOMETRIC) not in _TIFF_GREY_OR_RGB:
+            return None
+    elif image.format != "PNG" or not image.tile or image.tile[0][3] not in _WIDE_PNG_RAWMODES:
+        return None
+    image.fp.seek(0)
+    data = image.fp.read()
+    # Either decoder raises its own assortment of errors on a file it will not read; Pillow, which opened this
+    # one, then has the last word (an answer at 8 bits, or its "truncated or corrupt").
+    try:
+        if image.format == "PNG":
+            width, height, rows, _ = png.Reader(bytes=data).read()
+            samples = np.vstack([np.asarray(row, dtype=np.uint16) for row in rows]).reshape(height, width, -1)
+        else:
+            with tifffile.TiffFile(io.BytesIO(data)) as tiff:
+                page = tiff.pages.first
+                samples = page.asarray(maxworkers=1)
+                if page.planarconfig == tifffile.PLANARCONFIG.SEPARATE:
+                    samples = np.moveaxis(samples, 0, -1)
+    except Exception:  # see above
+        return None
+    if samples.dtype != np.uint16 or samples.ndim != 3:
+        return None
+    # Pillow shows a TIFF turned as its orientation tag says (its size is the turned one); so must we.
+    orientation = image.getexif().get(ExifTags.Base.Orientation, 1) if image.format in _EXIF_FORMATS else 1
+    samples = samples if orientation == 1 else _turned(samples, orientation)
+    return samples if samples.shape[:2] == (image.height, image.width) else None
+
+
+def _turned(samples: np.ndarray, orientation: int) -> np.ndarray:
+    """H×W×C samples turned as an EXIF ``orientation`` says, plane by plane, by Pillow's own table."""
+    exif = Image.Exif()
+    exif[ExifTags.Base.Orientation] = orientation
+    planes = []
+    for channel in np.moveaxis(samples, -1, 0):
+        plane = Image.fromarray(np.ascontiguousarray(channel))
+        plane.info["exif"] = exif.tobytes()
+        planes.append(np.asarray(ImageOps.exif_transpose(plane)))
+    return np.stack(planes, axis=-1)
 
 
 def load_picture(image: Image.Image) -> Picture:
     """Decode an image from ``open_checked`` (its first frame, turned as its EXIF says); ``BadImage`` if corrupt."""
+    wide = _wide_samples(image)
+    if wide is not None:
+        return _from_samples(wide * np.float32(1 / 65535), wide.shape[-1] in (2, 4), sixteen_bit=True)
     try:
         image.load()
         if image.format in _EXIF_FORMATS:
@@ -224,15 +292,16 @@ def load_picture(image: Image.Image) -> Picture:
 
 
 def encode_picture(planes: np.ndarray, alpha: np.ndarray | None, sixteen_bit: bool) -> bytes:
-    """C×H×W planes in [0, 1] (and an alpha) → PNG bytes: grey (8 or 16 bits), grey and alpha, RGB or RGBA.
+    """C×H×W planes in [0, 1] (and an alpha) → PNG bytes: grey, grey and alpha, RGB or RGBA, of 8 or 16 bits.
 
     Colour laid over black on the way in is taken back off the alpha here, so an opaque pixel is
     unchanged and a half-transparent one keeps its colour.
     """
     if alpha is not None:
         planes = np.where(alpha > 0, planes / np.maximum(alpha, 1e-6), 0.0)
+    to_samples = quantize16 if sixteen_bit else quantize
     if planes.shape[0] == 1 and alpha is None:
-        return write_png(quantize16(planes[0]) if sixteen_bit else quantize(planes[0]))
+        return write_png(to_samples(planes[0]))
     channels = [*planes, alpha] if alpha is not None else list(planes)
-    pixels = np.stack([quantize(channel) for channel in channels], axis=-1)
+    pixels = np.stack([to_samples(channel) for channel in channels], axis=-1)
     return write_png(pixels[..., 0] if pixels.shape[-1] == 1 else pixels)

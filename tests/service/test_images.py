@@ -1,17 +1,32 @@
-"""Image decode and encode: every promised format and mode to grayscale [0, 1], limits before decoding."""
+"""Image decode and encode: every promised format and mode to [0, 1], 16 bits kept, limits before decoding."""
 
 from __future__ import annotations
 
+import importlib.util
 import io
 import struct
 import zlib
+from typing import Any
 
 import numpy as np
+import png
 import pytest
+import tifffile
 from PIL import Image, features
 
 from service.errors import BadImage, TooLarge
-from service.images import decode_image, encode_png, open_checked, quantize, resize
+from service.images import (
+    Picture,
+    decode_image,
+    encode_picture,
+    encode_png,
+    load_picture,
+    open_checked,
+    quantize,
+    quantize16,
+    resize,
+)
+from tests.conftest import FIXTURE_ROOT
 
 GRADIENT = np.tile(np.arange(0, 256, 8, dtype=np.uint8), (20, 1))  # 20×32, left dark to right bright
 NOISE = np.random.default_rng(0).integers(0, 256, (32, 32), dtype=np.uint8)  # incompressible
@@ -145,3 +160,79 @@ def test_resize_returns_the_model_size_within_range() -> None:
     assert small.shape == (28, 28) and small.dtype == np.float32
     assert small.min() >= 0.0 and small.max() <= 1.0
     assert abs(small.mean() - big.mean()) < 0.02
+
+
+# Sixteen bits a sample in colour: Pillow narrows these to 8; service.images reads them with pypng and tifffile.
+WIDE = np.random.default_rng(2).integers(0, 65536, (12, 20, 4), dtype=np.uint16)
+SIXTEEN_BIT_LZW = FIXTURE_ROOT / "sixteen-bit" / "rgb48-lzw.tif"  # 24×16, made with tifffile and imagecodecs
+
+
+def wide_png(samples: np.ndarray) -> bytes:
+    height, width, channels = samples.shape
+    buffer = io.BytesIO()
+    png.Writer(width, height, greyscale=channels < 3, alpha=channels in (2, 4), bitdepth=16).write(
+        buffer, samples.reshape(height, -1)
+    )
+    return buffer.getvalue()
+
+
+def wide_tiff(samples: np.ndarray, **options: Any) -> bytes:
+    buffer = io.BytesIO()
+    tifffile.imwrite(buffer, samples, **options)
+    return buffer.getvalue()
+
+
+def samples_of(picture: Picture) -> np.ndarray:
+    """The picture's planes (alpha taken back off) and alpha as H×W×C uint16, as the upload held them."""
+    channels = list(picture.planes)
+    if picture.alpha is not None:
+        channels = [np.where(picture.alpha > 0, c / np.maximum(picture.alpha, 1e-6), 0.0) for c in channels]
+        channels.append(picture.alpha)
+    return np.stack([quantize16(c) for c in channels], axis=-1)
+
+
+@pytest.mark.parametrize(
+    "data,channels",
+    [
+        (wide_png(WIDE[..., :3]), 3),
+        (wide_png(WIDE), 4),
+        (wide_png(WIDE[..., :2]), 2),  # grey and alpha: Pillow alone would make it RGBA
+        (wide_tiff(WIDE[..., :3], photometric="rgb", compression="zlib"), 3),
+        (wide_tiff(np.moveaxis(WIDE[..., :3], -1, 0).copy(), photometric="rgb", planarconfig="separate"), 3),
+        (wide_tiff(WIDE, photometric="rgb", extrasamples=["unassalpha"]), 4),
+    ],
+    ids=["png-rgb", "png-rgba", "png-grey-alpha", "tiff-rgb-deflate", "tiff-rgb-planar", "tiff-rgba"],
+)
+def test_sixteen_bit_colour_and_alpha_keep_every_bit(data: bytes, channels: int) -> None:
+    picture = load_picture(open_checked(data, LIMIT))
+    assert picture.sixteen_bit and picture.planes.shape == (1 if channels < 3 else 3, 12, 20)
+    assert (picture.alpha is not None) == (channels in (2, 4))
+    opaque = WIDE[..., 3 if channels == 4 else 1, None] > 0 if channels in (2, 4) else np.True_
+    np.testing.assert_array_equal(np.where(opaque, samples_of(picture), 0), np.where(opaque, WIDE[..., :channels], 0))
+
+
+def test_a_sixteen_bit_colour_picture_round_trips_through_the_answers_png() -> None:
+    picture = load_picture(open_checked(wide_png(WIDE[..., :3]), LIMIT))
+    width, height, rows, info = png.Reader(bytes=encode_picture(picture.planes, None, True)).read()
+    assert (width, height, info["bitdepth"], info["planes"]) == (20, 12, 16, 3)
+    np.testing.assert_array_equal(np.vstack([np.asarray(row) for row in rows]).reshape(12, 20, 3), WIDE[..., :3])
+
+
+@pytest.mark.parametrize("orientation", range(1, 9))
+def test_a_sixteen_bit_tiff_is_turned_as_pillow_turns_its_8_bit_twin(orientation: int) -> None:
+    tag = [(0x0112, "H", 1, orientation, True)]
+    wide = load_picture(open_checked(wide_tiff(WIDE[..., :3], photometric="rgb", extratags=tag), LIMIT))
+    narrow = (WIDE[..., :3] >> 8).astype(np.uint8)
+    by_pillow = load_picture(open_checked(wide_tiff(narrow, photometric="rgb", extratags=tag), LIMIT))
+    assert wide.sixteen_bit and wide.planes.shape == by_pillow.planes.shape
+    np.testing.assert_allclose(wide.planes, by_pillow.planes, atol=1 / 255)
+
+
+def test_a_sixteen_bit_tiff_tifffile_cannot_decode_is_read_by_pillow() -> None:
+    """LZW needs imagecodecs, which the service does not require: without it, 8 bits of the same image."""
+    picture = load_picture(open_checked(SIXTEEN_BIT_LZW.read_bytes(), LIMIT))
+    y, x = np.mgrid[0:16, 0:24]
+    expected = np.stack([x * 2700 + y * 37, y * 4000 + x * 11, (x * y * 150) % 65536]) / 65535
+    assert picture.planes.shape == (3, 16, 24)
+    assert picture.sixteen_bit == (importlib.util.find_spec("imagecodecs") is not None)
+    np.testing.assert_allclose(picture.planes, expected, atol=1e-6 if picture.sixteen_bit else 1 / 255)
