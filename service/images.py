@@ -27,12 +27,31 @@ from PIL import ExifTags, Image, ImageFile, ImageOps, TiffImagePlugin, Unidentif
 
 from service.errors import BadImage, TooLarge
 
+
+def _heif_opener() -> tuple[str, ...]:
+    """HEIC, what iPhones save, through pillow-heif (libheif, which turns the picture as the file says).
+    A dependency, but a machine's own older Pillow (the GPU machine's) may not take the installed pillow-heif:
+    the service then does without HEIF, as it does without AVIF on a Pillow that lacks it."""
+    try:
+        import pillow_heif
+
+        pillow_heif.register_heif_opener()
+    except Exception:  # an ImportError, or whatever an incompatible build raises while registering
+        return ()
+    return ("HEIF",)
+
+
 # The formats the service accepts; Pillow reads more (PSD, ICO, PCX...), which are refused to keep the
 # decoders exposed to uploads few and well trodden. Tried in this order; JPEG opens MPO (phone JPEGs) too.
 # AVIF (what recent phones and browsers save, decoded by libavif as browsers do) where Pillow has it: its
 # wheels since 11.3 do.
-_OPEN_FORMATS = ("PNG", "JPEG", "BMP", "TIFF", "WEBP", "GIF") + (("AVIF",) if features.check("avif") else ())
-ACCEPTED_FORMATS = ", ".join(name.replace("WEBP", "WebP") for name in _OPEN_FORMATS[:-1]) + f" or {_OPEN_FORMATS[-1]}"
+_OPEN_FORMATS = (
+    ("PNG", "JPEG", "BMP", "TIFF", "WEBP", "GIF") + (("AVIF",) if features.check("avif") else ()) + _heif_opener()
+)
+_SHOWN = {"WEBP": "WebP", "HEIF": "HEIC/HEIF"}
+ACCEPTED_FORMATS = ", ".join(_SHOWN.get(name, name) for name in _OPEN_FORMATS[:-1]) + (
+    f" or {_SHOWN.get(_OPEN_FORMATS[-1], _OPEN_FORMATS[-1])}"
+)
 INLINE_MAX_PIXELS = 64 * 64
 T = TypeVar("T")
 _SIXTEEN_BIT_MODES = frozenset({"I;16", "I;16B", "I;16L", "I;16N", "I"})

@@ -12,6 +12,7 @@ from fastapi import UploadFile
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, WithJsonSchema, model_validator
 
 from models.corruptions import NOISES
+from service.images import ACCEPTED_FORMATS
 from service.noise import MAX_SEED
 
 
@@ -28,6 +29,7 @@ _DEFAULTS = ", ".join(f"{noise.name} {noise.default_level:g}" for noise in NOISE
 _PNG_EXAMPLE = (
     "iVBORw0KGgoAAAANSUhEUgAAAAQAAAAECAAAAACMmsGiAAAAEklEQVR4AWNgAIP//4EUmADSACfsA/3ZR/65AAAAAElFTkSuQmCC"  # 4×4
 )
+FILE_DESCRIPTION = f"the image: {ACCEPTED_FORMATS} (a GIF's or TIFF's first frame), any mode"
 _FORM = ConfigDict(extra="forbid")
 
 
@@ -55,7 +57,7 @@ class NoiseOptions(BaseModel):
 
 
 class CorruptForm(NoiseOptions):
-    file: UploadFile = Field(description="the image: PNG, JPEG, BMP, TIFF, WebP, GIF (first frame) or AVIF, any mode")
+    file: UploadFile = Field(description=FILE_DESCRIPTION)
     noise: NoiseName = Field(description="which corruption to apply", examples=["gaussian"])
 
 
@@ -81,7 +83,7 @@ class DenoiseOptions(NoiseOptions):
 
 
 class DenoiseForm(DenoiseOptions):
-    file: UploadFile = Field(description="the image: PNG, JPEG, BMP, TIFF, WebP, GIF (first frame) or AVIF, any mode")
+    file: UploadFile = Field(description=FILE_DESCRIPTION)
 
 
 class DenoiseBatchForm(DenoiseOptions):

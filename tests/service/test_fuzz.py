@@ -24,7 +24,7 @@ from schemathesis.checks import not_a_server_error
 from models.corruptions import NOISE_TYPES, corrupt, make_generator
 from service.app import create_app
 from service.errors import BadImage, TooLarge
-from service.images import decode_image
+from service.images import ACCEPTED_FORMATS, decode_image
 from service.noise import NoiseSpec
 from tests.service.conftest import LiveServer, serving, settings_for
 
@@ -58,6 +58,8 @@ SEED_FILES = [
     _saved(_GRADIENT, "GIF"),
     # AVIF where this Pillow decodes it (its wheels since 11.3; a machine's own Pillow may be older)
     *([_saved(_GRADIENT.convert("RGB"), "AVIF")] if features.check("avif") else []),
+    # HEIC where pillow-heif loads (service.images)
+    *([_saved(_GRADIENT.convert("RGB"), "HEIF")] if "HEIC" in ACCEPTED_FORMATS else []),
 ]
 
 

@@ -16,6 +16,7 @@ from PIL import Image, features
 
 from service.errors import BadImage, TooLarge
 from service.images import (
+    ACCEPTED_FORMATS,
     Picture,
     decode_image,
     encode_picture,
@@ -33,6 +34,7 @@ NOISE = np.random.default_rng(0).integers(0, 256, (32, 32), dtype=np.uint8)  # i
 LIMIT = 1 << 22
 # Pillow's wheels decode AVIF since 11.3 (the project's lower bound); a machine's own older Pillow may not.
 NEEDS_AVIF = pytest.mark.skipif(not features.check("avif"), reason="this Pillow has no AVIF decoder")
+NEEDS_HEIF = pytest.mark.skipif("HEIC" not in ACCEPTED_FORMATS, reason="pillow-heif does not load here")
 
 
 def saved(image: Image.Image, format: str, **options: object) -> bytes:
@@ -60,7 +62,9 @@ def test_lossless_formats_decode_to_the_same_gray_levels(format: str) -> None:
     np.testing.assert_allclose(decoded, GRADIENT / 255.0, atol=1e-6)
 
 
-@pytest.mark.parametrize("format", ["JPEG", pytest.param("AVIF", marks=NEEDS_AVIF)])
+@pytest.mark.parametrize(
+    "format", ["JPEG", pytest.param("AVIF", marks=NEEDS_AVIF), pytest.param("HEIF", marks=NEEDS_HEIF)]
+)
 def test_lossy_formats_decode_close_to_the_original(format: str) -> None:
     decoded = decode_image(saved(Image.fromarray(GRADIENT).convert("RGB"), format, quality=95), LIMIT)
     assert decoded.shape == GRADIENT.shape

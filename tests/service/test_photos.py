@@ -19,6 +19,7 @@ import pytest
 from PIL import Image, features
 
 from models.metrics import psnr_db_from_mse
+from service.images import ACCEPTED_FORMATS
 from service.tiles import Grid
 from tests.conftest import FIXTURE_ROOT
 from tests.service.conftest import AppClient, denoise, png_bytes, upload
@@ -209,9 +210,12 @@ def test_multi_frame_and_rotated_uploads_are_answered(client: AppClient) -> None
     tall = Image.fromarray(colour_photo()[:, :40])
     exif = tall.getexif()
     exif[0x0112] = 6  # a phone photo: "rotate 90° clockwise to display"
-    for format in ("JPEG", "AVIF") if features.check("avif") else ("JPEG",):  # AVIF: what recent phones save
-        rotated = opened(denoise(client, encoded(tall, format, exif=exif), model=ANY_SIZE_MODEL))
-        assert rotated.size == (tall.height, tall.width) and rotated.mode == "RGB"
+    # AVIF and HEIC: what recent phones save (where this machine decodes them: see service.images)
+    phone_formats = ["JPEG"] + ["AVIF"] * features.check("avif") + ["HEIF"] * ("HEIC" in ACCEPTED_FORMATS)
+    for format in phone_formats:
+        # as bytes: pillow-heif turns an Exif object's orientation into no HEIF transform, unlike a phone
+        rotated = opened(denoise(client, encoded(tall, format, exif=exif.tobytes()), model=ANY_SIZE_MODEL))
+        assert rotated.size == (tall.height, tall.width) and rotated.mode == "RGB", format
     cmyk = encoded(tall.convert("CMYK"), "JPEG")
     assert opened(denoise(client, cmyk, model=ANY_SIZE_MODEL)).mode == "RGB"
 
