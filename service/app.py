@@ -20,6 +20,7 @@ from fastapi_offline import FastAPIOffline
 from starlette.middleware.cors import CORSMiddleware
 
 from service.batcher import Arrivals
+from service.decode_process import DECODE_PROCESS
 from service.errors import ServiceError
 from service.logs import install_request_id_factory
 from service.middleware import ApiKeyMiddleware, ArrivalMiddleware, BodyLimitMiddleware, RequestContextMiddleware
@@ -94,6 +95,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     finally:
         warm_up.cancel()
         await store.stop()
+        await asyncio.to_thread(DECODE_PROCESS.close)  # the HEIC decoder's child, if an upload started one
         app.state.store = None
 
 

@@ -21,37 +21,41 @@ from typing import TypeVar
 
 import anyio.to_thread
 import numpy as np
-import png  # pypng: Pillow reads a 16-bit colour PNG at 8 bits a sample
-import tifffile  # and a 16-bit colour TIFF too
-from PIL import ExifTags, Image, ImageFile, ImageOps, TiffImagePlugin, UnidentifiedImageError, features
+from PIL import Image, ImageOps, UnidentifiedImageError, features
 
+from service.decode_process import DECODE_PROCESS, DecoderCrashed
 from service.errors import BadImage, TooLarge
+from service.sixteen_bit import wide_samples
 
 
-def _heif_opener() -> tuple[str, ...]:
-    """HEIC, what iPhones save, through pillow-heif (libheif, which turns the picture as the file says).
-    A dependency, but a machine's own older Pillow (the GPU machine's) may not take the installed pillow-heif:
-    the service then does without HEIF, as it does without AVIF on a Pillow that lacks it."""
+def _heic_reader() -> bool:
+    """Whether HEIC (what iPhones save) can be read: pi-heif, pillow-heif's decoder alone (libheif and
+    libde265, LGPL), without its encoder (x265, GPL), which a service that only reads HEIC has no use for.
+    A dependency, but a machine's own older Pillow (the GPU machine's) may not take it: the service then does
+    without HEIC, as it does without AVIF on a Pillow that lacks it."""
     try:
-        import pillow_heif
+        import pi_heif
 
-        pillow_heif.register_heif_opener()
+        pi_heif.register_heif_opener()
     except Exception:  # an ImportError, or whatever an incompatible build raises while registering
-        return ()
-    return ("HEIF",)
+        return False
+    return True
 
 
 # The formats the service accepts; Pillow reads more (PSD, ICO, PCX...), which are refused to keep the
 # decoders exposed to uploads few and well trodden. Tried in this order; JPEG opens MPO (phone JPEGs) too.
 # AVIF (what recent phones and browsers save, decoded by libavif as browsers do) where Pillow has it: its
-# wheels since 11.3 do.
-_OPEN_FORMATS = (
-    ("PNG", "JPEG", "BMP", "TIFF", "WEBP", "GIF") + (("AVIF",) if features.check("avif") else ()) + _heif_opener()
+# wheels since 11.3 do. HEIC is not among them: the server never opens one (``open_checked``).
+_OPEN_FORMATS = ("PNG", "JPEG", "BMP", "TIFF", "WEBP", "GIF") + (("AVIF",) if features.check("avif") else ())
+_READS_HEIC = _heic_reader()
+_SHOWN = {"WEBP": "WebP", "HEIF": "HEIC"}
+_ACCEPTED = _OPEN_FORMATS + (("HEIF",) if _READS_HEIC else ())
+ACCEPTED_FORMATS = ", ".join(_SHOWN.get(name, name) for name in _ACCEPTED[:-1]) + (
+    f" or {_SHOWN.get(_ACCEPTED[-1], _ACCEPTED[-1])}"
 )
-_SHOWN = {"WEBP": "WebP", "HEIF": "HEIC/HEIF"}
-ACCEPTED_FORMATS = ", ".join(_SHOWN.get(name, name) for name in _OPEN_FORMATS[:-1]) + (
-    f" or {_SHOWN.get(_OPEN_FORMATS[-1], _OPEN_FORMATS[-1])}"
-)
+# ISO-BMFF brands of HEVC-coded HEIF (pi-heif's list); AVIF shares the container with other brands.
+_HEIC_BRANDS = frozenset({b"heic", b"heix", b"heim", b"heis", b"hevc", b"hevx", b"hevm", b"hevs"})
+_AVIF_BRANDS = frozenset({b"avif", b"avis"})
 INLINE_MAX_PIXELS = 64 * 64
 T = TypeVar("T")
 _SIXTEEN_BIT_MODES = frozenset({"I;16", "I;16B", "I;16L", "I;16N", "I"})
@@ -60,11 +64,6 @@ _LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)  # ITU-R 601, as Pillo
 # Formats whose files carry an EXIF orientation worth honouring (phone photos).
 _EXIF_FORMATS = frozenset({"JPEG", "MPO", "TIFF", "WEBP", "AVIF"})
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
-# Pillow's raw modes for the PNGs whose samples it narrows to 8 bits (its modes hold 16 bits only for one grey
-# plane): RGB, RGBA and grey-and-alpha of 16 bits a sample, which ``_wide_samples`` reads in full instead.
-_WIDE_PNG_RAWMODES = frozenset({"RGB;16B", "RGBA;16B", "LA;16B"})
-_TIFF_BITS_PER_SAMPLE, _TIFF_PHOTOMETRIC = 258, 262
-_TIFF_GREY_OR_RGB = frozenset({1, 2})  # photometric interpretation: min-is-black, RGB
 
 # The pixel limit is ours, checked in ``open_checked`` from the header before anything is decoded, at the
 # size the operator configured. Pillow's global guard (a warning past 89 MP, an error past 179 MP, raised
@@ -89,13 +88,31 @@ def _too_many_pixels(width: int, height: int, max_pixels: int) -> TooLarge:
 
 
 def open_checked(data: bytes, max_pixels: int) -> Image.Image:
-    """Open the upload lazily and check its declared size, before any pixel data is decoded."""
+    """Open the upload lazily and check its declared size, before any pixel data is decoded.
+
+    A HEIC is opened and decoded whole in the child process of ``service.decode_process`` (this blocks for as
+    long: the server calls ``open_upload``), since libheif crashed the process on files a fuzzer made; what
+    comes back is the decoded picture, the size its header declared.
+    """
+    if _is_heic(data):
+        return _open_heic(data, max_pixels)
+    return _open(data, max_pixels, _OPEN_FORMATS)
+
+
+async def open_upload(data: bytes, max_pixels: int) -> Image.Image:
+    """``open_checked`` for the event loop: a HEIC's trip to the child process waits in a worker thread."""
+    if _is_heic(data):
+        return await anyio.to_thread.run_sync(_open_heic, data, max_pixels)
+    return open_checked(data, max_pixels)
+
+
+def _open(data: bytes, max_pixels: int, formats: tuple[str, ...]) -> Image.Image:
     if not data:
         raise BadImage(f"the upload is empty: send an image file ({ACCEPTED_FORMATS}) in field 'file'")
     try:
         # Only the accepted formats' plugins look at the bytes: fewer decoders exposed, and no time spent
         # asking every other plugin whether it recognises them.
-        image = Image.open(io.BytesIO(data), formats=_OPEN_FORMATS)
+        image = Image.open(io.BytesIO(data), formats=formats)
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
         raise BadImage(
             f"the upload is not an image in an accepted format ({type(exc).__name__}): send {ACCEPTED_FORMATS}"
@@ -106,6 +123,35 @@ def open_checked(data: bytes, max_pixels: int) -> Image.Image:
     if width * height > max_pixels:
         raise _too_many_pixels(width, height, max_pixels)
     return image
+
+
+def _is_heic(data: bytes) -> bool:
+    """A HEIC, told from its first box (``ftyp``: the major brand and the compatible ones) without libheif."""
+    if not _READS_HEIC or data[4:8] != b"ftyp":
+        return False
+    size = int.from_bytes(data[:4], "big")
+    brands = {data[i : i + 4] for i in range(8, min(size, len(data), 256), 4)} - {data[12:16]}  # not the version
+    return bool(brands & _HEIC_BRANDS) and not brands & _AVIF_BRANDS
+
+
+def _open_heic(data: bytes, max_pixels: int) -> Image.Image:
+    try:
+        return DECODE_PROCESS.call(_decode_heic_here, data, max_pixels, pixels=max_pixels)
+    except DecoderCrashed:
+        raise BadImage(
+            "the HEIC image could not be decoded: its decoder failed on it (a corrupt file?); send it as JPEG or PNG"
+        ) from None
+
+
+def _decode_heic_here(data: bytes, max_pixels: int) -> Image.Image:
+    """In the child: open, check the declared size, decode (libheif turns the picture as the file says), and
+    hand back a plain decoded image of the declared size (a file may decode to another)."""
+    image = _open(data, max_pixels, ("HEIF",))
+    width, height = image.size
+    _load(image)
+    if image.size != (width, height):
+        raise BadImage(f"the HEIC image declares {width}×{height} but decodes to {image.width}×{image.height}")
+    return Image.frombytes(image.mode, image.size, image.tobytes())
 
 
 def load_pixels(image: Image.Image) -> np.ndarray:
@@ -243,70 +289,23 @@ def _from_samples(pixels: np.ndarray, has_alpha: bool, sixteen_bit: bool) -> Pic
     return Picture(np.ascontiguousarray(planes), None, sixteen_bit)
 
 
-def _wide_samples(image: Image.Image) -> np.ndarray | None:
-    """The H×W×C uint16 samples of a 16-bit colour (or grey-and-alpha) PNG or TIFF, which Pillow would narrow
-    to 8 bits; None for any other image, and where the other decoder cannot read it (a TIFF compressed with
-    LZW needs imagecodecs, which tifffile does without here): Pillow reads it then, at 8 bits.
-
-    Called before Pillow decodes: the header is parsed and ``image.fp`` still holds the upload.
-    """
-    if not isinstance(image, ImageFile.ImageFile) or image.fp is None:
-        return None
-    if isinstance(image, TiffImagePlugin.TiffImageFile):
-        bits = image.tag_v2.get(_TIFF_BITS_PER_SAMPLE, ())
-        if image.mode not in ("RGB", "RGBA", "LA") or set(bits) != {16}:
-            return None
-        if image.tag_v2.get(_TIFF_PHOTOMETRIC) not in _TIFF_GREY_OR_RGB:
-            return None
-    elif image.format != "PNG" or not image.tile or image.tile[0][3] not in _WIDE_PNG_RAWMODES:
-        return None
-    image.fp.seek(0)
-    data = image.fp.read()
-    # Either decoder raises its own assortment of errors on a file it will not read; Pillow, which opened this
-    # one, then has the last word (an answer at 8 bits, or its "truncated or corrupt").
-    try:
-        if image.format == "PNG":
-            width, height, rows, _ = png.Reader(bytes=data).read()
-            samples = np.vstack([np.asarray(row, dtype=np.uint16) for row in rows]).reshape(height, width, -1)
-        else:
-            with tifffile.TiffFile(io.BytesIO(data)) as tiff:
-                page = tiff.pages.first
-                samples = page.asarray(maxworkers=1)
-                if page.planarconfig == tifffile.PLANARCONFIG.SEPARATE:
-                    samples = np.moveaxis(samples, 0, -1)
-    except Exception:  # see above
-        return None
-    if samples.dtype != np.uint16 or samples.ndim != 3:
-        return None
-    # Pillow shows a TIFF turned as its orientation tag says (its size is the turned one); so must we.
-    orientation = image.getexif().get(ExifTags.Base.Orientation, 1) if image.format in _EXIF_FORMATS else 1
-    samples = samples if orientation == 1 else _turned(samples, orientation)
-    return samples if samples.shape[:2] == (image.height, image.width) else None
-
-
-def _turned(samples: np.ndarray, orientation: int) -> np.ndarray:
-    """H×W×C samples turned as an EXIF ``orientation`` says, plane by plane, by Pillow's own table."""
-    exif = Image.Exif()
-    exif[ExifTags.Base.Orientation] = orientation
-    planes = []
-    for channel in np.moveaxis(samples, -1, 0):
-        plane = Image.fromarray(np.ascontiguousarray(channel))
-        plane.info["exif"] = exif.tobytes()
-        planes.append(np.asarray(ImageOps.exif_transpose(plane)))
-    return np.stack(planes, axis=-1)
-
-
 def load_picture(image: Image.Image) -> Picture:
     """Decode an image from ``open_checked`` (its first frame, turned as its EXIF says); ``BadImage`` if corrupt."""
-    wide = _wide_samples(image)
+    wide = wide_samples(image)
     if wide is not None:
         return _from_samples(wide * np.float32(1 / 65535), wide.shape[-1] in (2, 4), sixteen_bit=True)
+    _load(image)
+    return to_picture(image)
+
+
+def _load(image: Image.Image) -> None:
+    """Decode the pixels, turned as the EXIF says; ``BadImage`` if the file is corrupt."""
     try:
         image.load()
         if image.format in _EXIF_FORMATS:
             ImageOps.exif_transpose(image, in_place=True)
-        return to_picture(image)
-    except (OSError, SyntaxError, ValueError, EOFError, MemoryError) as exc:
+    # RuntimeError: pi-heif's word for a file libheif will not decode (past its own limits, say)
+    except (OSError, SyntaxError, ValueError, EOFError, MemoryError, RuntimeError) as exc:
         raise BadImage(f"the {image.format} image is truncated or corrupt: {exc}") from None
 
 

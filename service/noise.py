@@ -9,7 +9,7 @@ import numpy as np
 import torch
 
 from models.corruptions import NOISES, corrupt, make_generator
-from service.images import encode_picture, load_picture, open_checked, run_sized
+from service.images import encode_picture, load_picture, open_upload, run_sized
 
 MAX_SEED = 2**32 - 1  # numpy's seed range, and exact in JavaScript
 
@@ -53,7 +53,7 @@ class NoiseSpec:
 async def corrupt_upload(data: bytes, spec: NoiseSpec, max_pixels: int) -> bytes:
     """/corrupt: the upload with ``spec`` applied, as a PNG of the upload's own size and kind (grey or colour,
     alpha and 16 bits kept)."""
-    image = open_checked(data, max_pixels)
+    image = await open_upload(data, max_pixels)
     width, height = image.size
 
     def work() -> bytes:

@@ -25,7 +25,7 @@ from service import metrics
 from service.batcher import Arrivals, ArrivalToken, DynamicBatcher
 from service.denoiser import Denoised, Denoiser
 from service.errors import ServiceError, Unavailable, UnknownModel
-from service.images import open_checked
+from service.images import open_upload
 from service.inference import InferenceRunner, Runner
 from service.inference_process import InferenceProcess, ProcessRunner
 from service.logs import log_config
@@ -249,7 +249,7 @@ class ModelStore:
         suits it (``choose``)."""
         started = time.perf_counter()
         named = None if name is None else self.get(name)
-        image = open_checked(data, self.max_pixels)
+        image = await open_upload(data, self.max_pixels)
         denoiser, reason = (named, "named in the request") if named is not None else self.choose(*image.size)
         return await denoiser.denoise(image, noise, arrival, with_noisy, started, reason)
 

@@ -26,6 +26,7 @@ from service.app import create_app
 from service.errors import BadImage, TooLarge
 from service.images import ACCEPTED_FORMATS, decode_image
 from service.noise import NoiseSpec
+from tests.conftest import FIXTURE_ROOT
 from tests.service.conftest import LiveServer, serving, settings_for
 
 PIXEL_LIMIT = 256 * 256
@@ -58,8 +59,8 @@ SEED_FILES = [
     _saved(_GRADIENT, "GIF"),
     # AVIF where this Pillow decodes it (its wheels since 11.3; a machine's own Pillow may be older)
     *([_saved(_GRADIENT.convert("RGB"), "AVIF")] if features.check("avif") else []),
-    # HEIC where pillow-heif loads (service.images)
-    *([_saved(_GRADIENT.convert("RGB"), "HEIF")] if "HEIC" in ACCEPTED_FORMATS else []),
+    # HEIC where pi-heif loads (service.images); it cannot write, so the phone photo of the fixtures
+    *([(FIXTURE_ROOT / "phone" / "coffee-turned.heic").read_bytes()] if "HEIC" in ACCEPTED_FORMATS else []),
 ]
 
 

@@ -1,0 +1,45 @@
+"""The decoder's child process: a crash there is one file's 400, never the server's; memory is capped there."""
+
+from __future__ import annotations
+
+import os
+import signal
+
+import numpy as np
+import pytest
+
+from service.decode_process import BASE_BYTES, DecodeProcess, DecoderCrashed
+
+
+def crash() -> None:
+    os.kill(os.getpid(), signal.SIGSEGV)  # what libheif did on a fuzzed file
+
+
+def allocate(nbytes: int) -> int:
+    return int(np.ones(nbytes, dtype=np.uint8).sum())
+
+
+def parent_pid() -> int:
+    return os.getppid()
+
+
+def test_a_crash_in_the_child_is_raised_here_and_the_next_call_gets_a_new_child() -> None:
+    process = DecodeProcess()
+    try:
+        assert process.call(parent_pid, pixels=1) == os.getpid()  # it ran in a child of this process
+        with pytest.raises(DecoderCrashed):
+            process.call(crash, pixels=1)
+        assert process.call(allocate, 1000, pixels=1) == 1000
+    finally:
+        process.close()
+
+
+def test_the_child_cannot_take_more_memory_than_the_pixels_allow() -> None:
+    process = DecodeProcess()
+    try:
+        assert process.call(allocate, BASE_BYTES // 2, pixels=1) == BASE_BYTES // 2
+        with pytest.raises(MemoryError):
+            process.call(allocate, 2 * BASE_BYTES, pixels=1)  # a file that decodes far larger than it declared
+        assert process.call(allocate, 2 * BASE_BYTES, pixels=BASE_BYTES // 16) == 2 * BASE_BYTES  # 64 B a pixel
+    finally:
+        process.close()
