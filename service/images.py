@@ -13,6 +13,7 @@ for large images the work (milliseconds) would stall every other request.
 from __future__ import annotations
 
 import io
+import math
 import struct
 import zlib
 from collections.abc import Callable
@@ -83,8 +84,20 @@ async def run_sized(pixels: int, function: Callable[..., T], *args: object, inli
 def _too_many_pixels(width: int, height: int, max_pixels: int) -> TooLarge:
     return TooLarge(
         f"the image declares {width}×{height} = {width * height} pixels; the limit is {max_pixels}"
-        " (DAE_MAX_IMAGE_PIXELS): send a smaller image"
+        f" (DAE_MAX_IMAGE_PIXELS): send a smaller image, at most {_fitting(width, height, max_pixels)} at this"
+        " aspect ratio"
     )
+
+
+def _fitting(width: int, height: int, max_pixels: int) -> str:
+    """The largest W×H of (about) the same shape within the limit, for the 413's advice."""
+    scale = math.sqrt(max_pixels / (width * height))
+    fit_width, fit_height = math.floor(width * scale), math.floor(height * scale)
+    if fit_width < 1 or fit_height < 1:  # a strip thinner than the scale: one pixel across, the rest along
+        fit_width, fit_height = (1, min(height, max_pixels)) if width < height else (min(width, max_pixels), 1)
+    while fit_width * fit_height > max_pixels:  # floating point may round a side up by one
+        fit_width, fit_height = (fit_width - 1, fit_height) if fit_width > fit_height else (fit_width, fit_height - 1)
+    return f"{fit_width}×{fit_height}"
 
 
 def open_checked(data: bytes, max_pixels: int) -> Image.Image:
@@ -129,8 +142,8 @@ def _is_heic(data: bytes) -> bool:
     """A HEIC, told from its first box (``ftyp``: the major brand and the compatible ones) without libheif."""
     if not _READS_HEIC or data[4:8] != b"ftyp":
         return False
-    size = int.from_bytes(data[:4], "big")
-    brands = {data[i : i + 4] for i in range(8, min(size, len(data), 256), 4)} - {data[12:16]}  # not the version
+    size = int.from_bytes(data[:4], "big")  # the box: size, "ftyp", major brand, minor version, compatible brands
+    brands = {data[8:12]} | {data[i : i + 4] for i in range(16, min(size, len(data), 256), 4)}
     return bool(brands & _HEIC_BRANDS) and not brands & _AVIF_BRANDS
 
 

@@ -139,6 +139,15 @@ def test_a_header_claiming_too_many_pixels_is_refused_before_decoding() -> None:
         open_checked(png_declaring(60000, 60000), LIMIT)
 
 
+@pytest.mark.parametrize(
+    "size,limit,advice", [((4032, 3024), 2048 * 2048, "2364×1773"), ((100_000, 1), 4096, "4096×1")]
+)
+def test_the_413_says_what_size_would_fit(size: tuple[int, int], limit: int, advice: str) -> None:
+    """A 12-megapixel phone photo against the default limit: the largest size of its shape that fits."""
+    with pytest.raises(TooLarge, match=f"at most {advice} at this aspect ratio"):
+        open_checked(png_declaring(*size), limit)
+
+
 def test_the_pixel_limit_is_the_configured_one() -> None:
     data = saved(Image.new("L", (64, 64)), "PNG")
     assert decode_image(data, 64 * 64).shape == (64, 64)
