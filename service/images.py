@@ -126,7 +126,8 @@ def _open(data: bytes, max_pixels: int, formats: tuple[str, ...]) -> Image.Image
         # Only the accepted formats' plugins look at the bytes: fewer decoders exposed, and no time spent
         # asking every other plugin whether it recognises them.
         image = Image.open(io.BytesIO(data), formats=formats)
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+    # RuntimeError: what Pillow's AVIF plugin raises at open for a damaged file libavif will not parse
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, RuntimeError) as exc:
         raise BadImage(
             f"the upload is not an image in an accepted format ({type(exc).__name__}): send {ACCEPTED_FORMATS}"
         ) from None

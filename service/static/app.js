@@ -74,15 +74,37 @@ async function loadModels() {
   return true;
 }
 
-function showClean(blob) {
+// Whether this browser can show the image at `url` (Chrome shows no TIFF and no HEIC, both of which the service takes).
+function displays(url) {
+  return new Promise((resolve) => {
+    const probe = new Image();
+    probe.onload = () => resolve(true);
+    probe.onerror = () => resolve(false);
+    probe.src = url;
+  });
+}
+
+async function showClean(blob) {
   if (currentUrl) URL.revokeObjectURL(currentUrl);
   currentUrl = URL.createObjectURL(blob);
+  if (!(await displays(currentUrl))) {
+    // The service's own PNG of the upload (its decode: turned, first frame, grey or colour kept), from /corrupt
+    // with no noise; if the service cannot read it either, the denoise request that follows says why.
+    const form = new FormData();
+    form.append("file", blob, blob.name || "image");
+    form.append("noise", "none");
+    const response = await fetch("/corrupt", { method: "POST", body: form, headers: authHeaders() });
+    if (response.ok) {
+      URL.revokeObjectURL(currentUrl);
+      currentUrl = URL.createObjectURL(await response.blob());
+    }
+  }
   $("clean").src = currentUrl;
 }
 
 async function useImage(blob) {
   currentImage = blob;
-  showClean(blob);
+  await showClean(blob);
   await run();
 }
 

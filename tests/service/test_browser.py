@@ -189,3 +189,31 @@ def test_demo_page_denoises_a_users_noisy_photo_as_it_is(page: Any, server: Live
     assert "photo-blind" in page.inner_text("#status")
     denoised = shown_image(page, "#denoised").astype(np.float64)
     assert np.mean((denoised - clean) ** 2) < np.mean((noisy - clean) ** 2) / 3  # better, not just returned
+
+
+def test_an_upload_the_browser_cannot_show_is_shown_as_the_service_reads_it(
+    page: Any, server: LiveServer, tmp_path: Path
+) -> None:
+    """Chromium shows no TIFF (nor HEIC); the page shows the service's own PNG of the upload instead, so the
+    user sees what was denoised, as the service read it."""
+    photo = Image.open(FIXTURE_ROOT / "colour" / "coffee.png").convert("RGB")
+    upload = tmp_path / "scan.tif"
+    photo.save(upload)
+    page.goto(server.url + "/")
+    page.wait_for_function("document.querySelectorAll('#noise option').length > 1")
+    page.select_option("#noise", "")
+    page.set_input_files("#upload", str(upload))
+    page.wait_for_function("document.getElementById('status').textContent.includes('no noise added')")
+    page.wait_for_function("document.querySelector('#noisy').naturalWidth === 96")  # 0 for a TIFF it cannot show
+    shown = page.evaluate(
+        """() => {
+            const img = document.querySelector('#noisy');
+            const canvas = document.createElement('canvas');
+            [canvas.width, canvas.height] = [img.naturalWidth, img.naturalHeight];
+            const context = canvas.getContext('2d');
+            context.drawImage(img, 0, 0);
+            return Array.from(context.getImageData(0, 0, canvas.width, canvas.height).data);
+        }"""
+    )
+    pixels = np.array(shown, dtype=np.uint8).reshape(96, 96, 4)[..., :3]
+    np.testing.assert_array_equal(pixels, np.asarray(photo))

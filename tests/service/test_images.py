@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import io
 import struct
@@ -124,6 +125,18 @@ def test_a_heic_phone_photo_decodes_turned_and_close_to_the_original() -> None:
     turned = np.moveaxis(np.asarray(crop.transpose(Image.Transpose.ROTATE_270), dtype=np.float32) / 255, -1, 0)
     assert picture.planes.shape == turned.shape == (3, 64, 48)
     assert np.abs(picture.planes - turned).mean() < 0.02  # 37.3 dB when this was written
+
+
+@NEEDS_AVIF
+def test_every_byte_of_an_avif_damaged_gives_a_picture_or_a_400() -> None:
+    """libavif's refusals reach Pillow's AVIF plugin as RuntimeError, at open or at load (a flipped byte in the
+    item table: "Missing or empty image item"); each must be the client's 400, never a 500."""
+    avif = saved(Image.fromarray(GRADIENT).convert("RGB"), "AVIF")
+    for index in range(len(avif)):
+        damaged = bytearray(avif)
+        damaged[index] ^= 0xFF
+        with contextlib.suppress(BadImage, TooLarge):  # anything else fails the test
+            load_picture(open_checked(bytes(damaged), LIMIT))
 
 
 def test_jpeg_exif_orientation_is_applied() -> None:
