@@ -103,6 +103,8 @@ class Denoised:
 
 
 def mse(a: np.ndarray, b: np.ndarray) -> float:
+    if a.ndim == 3:  # plane by plane: a colour photo's temporaries are large
+        return sum(mse(plane_a, plane_b) for plane_a, plane_b in zip(a, b, strict=True)) / len(a)
     return float(np.mean(np.square(a - b, dtype=np.float32)))
 
 
@@ -162,7 +164,7 @@ class Denoiser:
         not two of two and two of one), and those not yet run are cancelled when impulses make them useless."""
         pixels = rgb.shape[1] * rgb.shape[2]
         opponent = await run_sized(pixels, to_opponent, rgb)
-        with self._tiles_queued(np.concatenate([rgb, opponent]), arrival) as (grid, tasks):
+        with self._tiles_queued([*rgb, *opponent], arrival) as (grid, tasks):  # six planes, not one copy of them
             first = len(tasks) // 2
             denoised_rgb = await self._stitched(grid, tasks[:first], 3)
             if await run_sized(pixels, has_impulses, rgb, denoised_rgb):
@@ -178,12 +180,13 @@ class Denoiser:
 
     @contextlib.contextmanager
     def _tiles_queued(
-        self, planes: np.ndarray, arrival: ArrivalToken | None
+        self, planes: np.ndarray | list[np.ndarray], arrival: ArrivalToken | None
     ) -> Iterator[tuple[Grid, list[asyncio.Task[Prediction]]]]:
         """``planes`` cut into tiles of one grid, a task per tile putting it through the batcher, in order;
         on leaving, the tasks not yet done are cancelled (a tile failed, the request was cancelled, or the
         rest is not needed) and their tiles never run."""
-        grid = Grid.cover(planes.shape[1], planes.shape[2], self.tile_size, self.tile_overlap)
+        height, width = planes[0].shape
+        grid = Grid.cover(height, width, self.tile_size, self.tile_overlap)
         tasks = self._queue_tiles(grid.cut_planes(planes), arrival)
         try:
             yield grid, tasks

@@ -64,15 +64,18 @@ class Grid:
         """The tiles of ``plane`` (H×W), in the order of ``corners``; views, not copies."""
         return [plane[y : y + self.tile_height, x : x + self.tile_width] for y, x in self.corners]
 
-    def cut_planes(self, planes: np.ndarray) -> list[np.ndarray]:
-        """The tiles of every plane of ``planes`` (C×H×W), plane after plane."""
+    def cut_planes(self, planes: np.ndarray | list[np.ndarray]) -> list[np.ndarray]:
+        """The tiles of every plane of ``planes`` (C×H×W, or a list of H×W), plane after plane."""
         return [tile for plane in planes for tile in self.cut(plane)]
 
-    def stitch(self, tiles: list[np.ndarray]) -> np.ndarray:
-        """The H×W plane from the model's output ``tiles`` (in the order of ``corners``), blended across overlaps."""
+    def stitch(self, tiles: list[np.ndarray], out: np.ndarray | None = None) -> np.ndarray:
+        """The H×W plane from the model's output ``tiles`` (in the order of ``corners``), blended across overlaps;
+        written into ``out`` when given."""
+        total = np.zeros((self.height, self.width), dtype=np.float32) if out is None else out
         if len(tiles) == 1:
-            return tiles[0]
-        total = np.zeros((self.height, self.width), dtype=np.float32)
+            total[...] = tiles[0]
+            return total
+        total[...] = 0.0
         weights = np.zeros((self.height, self.width), dtype=np.float32)
         for (y, x), tile in zip(self.corners, tiles, strict=True):
             weight = np.outer(
@@ -81,12 +84,17 @@ class Grid:
             )
             total[y : y + self.tile_height, x : x + self.tile_width] += weight * tile
             weights[y : y + self.tile_height, x : x + self.tile_width] += weight
-        return total / weights
+        total /= weights
+        return total
 
     def stitch_planes(self, tiles: list[np.ndarray], planes: int) -> np.ndarray:
-        """C×H×W from the output ``tiles`` of ``planes`` planes cut alike, plane after plane."""
+        """C×H×W from the output ``tiles`` of ``planes`` planes cut alike, plane after plane (each stitched
+        into its place: no copy of them all)."""
         per_plane = len(self.corners)
-        return np.stack([self.stitch(tiles[i * per_plane : (i + 1) * per_plane]) for i in range(planes)])
+        stitched = np.empty((planes, self.height, self.width), dtype=np.float32)
+        for i in range(planes):
+            self.stitch(tiles[i * per_plane : (i + 1) * per_plane], out=stitched[i])
+        return stitched
 
     def _ramp(self, length: int, at_start_border: bool, at_end_border: bool) -> np.ndarray:
         """1 in the middle, falling linearly over ``overlap`` pixels towards an edge that is inside the image."""
