@@ -21,7 +21,9 @@ from typing import Any
 import anyio.from_thread
 import httpx
 import numpy as np
+import png
 import pytest
+import tifffile
 import torch
 import uvicorn
 from fastapi import FastAPI
@@ -57,6 +59,29 @@ def png_bytes(pixels: np.ndarray, **save: Any) -> bytes:
     buffer = io.BytesIO()
     Image.fromarray(pixels).save(buffer, format="PNG", **save)
     return buffer.getvalue()
+
+
+def wide_png(samples: np.ndarray) -> bytes:
+    """H×W×C uint16 samples (grey and alpha, RGB, RGBA) → a 16-bit PNG, which Pillow cannot write."""
+    height, width, channels = samples.shape
+    buffer = io.BytesIO()
+    png.Writer(width, height, greyscale=channels < 3, alpha=channels in (2, 4), bitdepth=16).write(
+        buffer, samples.reshape(height, -1)
+    )
+    return buffer.getvalue()
+
+
+def wide_tiff(samples: np.ndarray, **options: Any) -> bytes:
+    """Samples → a TIFF written by tifffile (16-bit colour, which Pillow cannot write), with its ``options``."""
+    buffer = io.BytesIO()
+    tifffile.imwrite(buffer, samples, **options)
+    return buffer.getvalue()
+
+
+def png_samples(data: bytes) -> tuple[int, np.ndarray]:
+    """A PNG's bit depth and its H×W×C samples, read by pypng (Pillow narrows 16-bit colour to 8 bits)."""
+    width, height, rows, info = png.Reader(bytes=data).read()
+    return info["bitdepth"], np.vstack([np.asarray(row) for row in rows]).reshape(height, width, -1)
 
 
 def decode_png(data: bytes) -> np.ndarray:

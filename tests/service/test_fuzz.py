@@ -27,7 +27,7 @@ from service.errors import BadImage, TooLarge
 from service.images import ACCEPTED_FORMATS, decode_image
 from service.noise import NoiseSpec
 from tests.conftest import FIXTURE_ROOT
-from tests.service.conftest import LiveServer, serving, settings_for
+from tests.service.conftest import LiveServer, serving, settings_for, wide_png, wide_tiff
 
 PIXEL_LIMIT = 256 * 256
 
@@ -59,6 +59,9 @@ SEED_FILES = [
     _saved(_GRADIENT, "GIF"),
     # AVIF where this Pillow decodes it (its wheels since 11.3; a machine's own Pillow may be older)
     *([_saved(_GRADIENT.convert("RGB"), "AVIF")] if features.check("avif") else []),
+    # 16 bits a sample in colour: read by pypng and tifffile (service.sixteen_bit), Pillow where they give up
+    wide_png(np.dstack([np.asarray(_GRADIENT, dtype=np.uint16) * 257] * 3)),
+    wide_tiff(np.dstack([np.asarray(_GRADIENT, dtype=np.uint16) * 257] * 3), photometric="rgb", compression="zlib"),
     # HEIC where pi-heif loads (service.images); it cannot write, so the phone photo of the fixtures
     *([(FIXTURE_ROOT / "phone" / "coffee-turned.heic").read_bytes()] if "HEIC" in ACCEPTED_FORMATS else []),
 ]

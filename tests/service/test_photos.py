@@ -14,7 +14,6 @@ from typing import Any
 
 import httpx
 import numpy as np
-import png
 import pytest
 from PIL import Image, features
 
@@ -22,7 +21,7 @@ from models.metrics import psnr_db_from_mse
 from service.images import ACCEPTED_FORMATS
 from service.tiles import Grid
 from tests.conftest import FIXTURE_ROOT
-from tests.service.conftest import AppClient, denoise, png_bytes, upload
+from tests.service.conftest import AppClient, denoise, png_bytes, png_samples, upload, wide_png
 from tests.service.test_server import metric, wait_until
 
 PHOTOS = sorted((FIXTURE_ROOT / "natural" / "set12").glob("*.png"))
@@ -155,18 +154,10 @@ def test_a_sixteen_bit_answer_uses_its_sixteen_bits(client: AppClient) -> None:
     assert levels.dtype == np.uint16 and np.count_nonzero(levels % 257) > levels.size // 2
 
 
-def png_samples(data: bytes) -> tuple[int, np.ndarray]:
-    """A PNG's bit depth and its H×W×C samples, read by pypng (Pillow narrows 16-bit colour to 8 bits)."""
-    width, height, rows, info = png.Reader(bytes=data).read()
-    return info["bitdepth"], np.vstack([np.asarray(row) for row in rows]).reshape(height, width, -1)
-
-
 def test_a_sixteen_bit_colour_photo_comes_back_in_sixteen_bit_colour_and_better(client: AppClient) -> None:
     clean = colour_photo().astype(np.uint16) * 257 + 100  # levels an 8-bit image cannot hold
-    height, width, _ = clean.shape
-    buffer = io.BytesIO()
-    png.Writer(width, height, greyscale=False, bitdepth=16).write(buffer, clean.reshape(height, -1))
-    body = denoise(client, buffer.getvalue(), noise="gaussian", level=25 / 255, seed=5)
+    data = wide_png(clean)
+    body = denoise(client, data, noise="gaussian", level=25 / 255, seed=5)
     assert body["model"] == "photo-blind"
     for field in ("noisy_png", "denoised_png"):
         depth, levels = png_samples(base64.b64decode(body[field]))
@@ -178,7 +169,7 @@ def test_a_sixteen_bit_colour_photo_comes_back_in_sixteen_bit_colour_and_better(
     # 20.8 → 27.1 dB when this was written; the response's figures are of the same 16-bit images
     assert psnr_db_from_mse(error["denoised"]) > psnr_db_from_mse(error["noisy"]) + 5.0
     assert body["denoised_psnr_db"] == pytest.approx(psnr_db_from_mse(error["denoised"]), abs=0.05)
-    corrupted = client.post("/corrupt", files=upload(buffer.getvalue()), data={"noise": "masking"}).content
+    corrupted = client.post("/corrupt", files=upload(data), data={"noise": "masking"}).content
     assert png_samples(corrupted)[0] == 16 and png_samples(corrupted)[1].shape == clean.shape
 
 
