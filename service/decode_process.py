@@ -9,7 +9,9 @@ The child is spawned (never forked: a fork would copy the server's threads in wh
 on the first such upload; it imports no torch. It decodes one file at a time, each under an address-space
 limit sized from the file's declared pixels, since a file may decode to another size than its header says
 and the pixel limit was checked against the header. One file at a time also means a death is that file's
-alone: the files of other clients wait their turn outside the child, and the next one starts a new child.
+alone: the files of other clients wait their turn outside the child, and the next one starts a new child. A
+decode still running after ``DECODE_TIMEOUT_S`` is killed the same way: a file that hangs its decoder would
+otherwise hold up every HEIC after it.
 """
 
 from __future__ import annotations
@@ -28,10 +30,22 @@ T = TypeVar("T")
 # frame, the RGB(A) bytes, the float planes and their copies: about 40 bytes a pixel), plus this much slack.
 BYTES_PER_PIXEL = 64
 BASE_BYTES = 256 * 1024 * 1024
+# Far past the slowest honest decode (a 12-megapixel HEIC: 1.8 s on the 2-core EPYC).
+DECODE_TIMEOUT_S = 30.0
 
 
-class DecoderCrashed(Exception):
-    """The child died decoding the file."""
+class DecoderFailed(Exception):
+    """The child died decoding the file, or took too long; the message says which."""
+
+
+def _kill_workers(pool: concurrent.futures.ProcessPoolExecutor) -> None:
+    """Kill the pool's process: ``kill_workers`` where Python has it (3.14), else its processes one by one."""
+    kill = getattr(pool, "kill_workers", None)
+    if kill is not None:
+        kill()
+        return
+    for process in list((getattr(pool, "_processes", None) or {}).values()):
+        process.kill()
 
 
 def _limit_memory(budget: int) -> None:
@@ -60,19 +74,26 @@ class DecodeProcess:
         self._turn = threading.Lock()  # held for a whole call: the child decodes one file at a time
         self._pool: concurrent.futures.ProcessPoolExecutor | None = None
 
-    def call(self, function: Callable[..., T], *args: object, pixels: int) -> T:
+    def call(self, function: Callable[..., T], *args: object, pixels: int, timeout_s: float = DECODE_TIMEOUT_S) -> T:
         """``function(*args)`` in the child, under a memory cap for ``pixels``; what it raises is raised here,
-        ``DecoderCrashed`` if the child dies. Blocks the calling thread: call it from a worker thread."""
+        ``DecoderFailed`` if the child dies or is still at it after ``timeout_s`` (it is killed then: a file
+        that hangs its decoder must not hold up every later one). Blocks the calling thread: call it from a
+        worker thread."""
         with self._turn:
             if self._pool is None:
                 self._pool = concurrent.futures.ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"))
             pool = self._pool
+            future = pool.submit(_call_limited, BASE_BYTES + BYTES_PER_PIXEL * pixels, function, *args)
             try:
-                return pool.submit(_call_limited, BASE_BYTES + BYTES_PER_PIXEL * pixels, function, *args).result()
+                return future.result(timeout=timeout_s)
             except BrokenProcessPool:
-                self._pool = None
-                pool.shutdown(wait=False)
-                raise DecoderCrashed("the decoder's process died on this file") from None
+                failure = "its process died on this file"
+            except concurrent.futures.TimeoutError:
+                failure = f"it was still at it after {timeout_s:g} s"
+                _kill_workers(pool)
+            self._pool = None
+            pool.shutdown(wait=False, cancel_futures=True)
+            raise DecoderFailed(failure)
 
     def close(self) -> None:
         """Stop the child, if one was started (the next call starts another)."""

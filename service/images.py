@@ -24,7 +24,7 @@ import anyio.to_thread
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError, features
 
-from service.decode_process import DECODE_PROCESS, DecoderCrashed
+from service.decode_process import DECODE_PROCESS, DecoderFailed
 from service.errors import BadImage, TooLarge
 from service.sixteen_bit import wide_samples
 
@@ -151,9 +151,9 @@ def _is_heic(data: bytes) -> bool:
 def _open_heic(data: bytes, max_pixels: int) -> Image.Image:
     try:
         return DECODE_PROCESS.call(_decode_heic_here, data, max_pixels, pixels=max_pixels)
-    except DecoderCrashed:
+    except DecoderFailed as exc:
         raise BadImage(
-            "the HEIC image could not be decoded: its decoder failed on it (a corrupt file?); send it as JPEG or PNG"
+            f"the HEIC image could not be decoded: {exc} (a corrupt file?); send it as JPEG or PNG"
         ) from None
 
 

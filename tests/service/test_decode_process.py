@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import os
 import signal
+import time
 
 import numpy as np
 import pytest
 
-from service.decode_process import BASE_BYTES, DecodeProcess, DecoderCrashed
+from service.decode_process import BASE_BYTES, DecodeProcess, DecoderFailed
 
 
 def crash() -> None:
@@ -23,11 +24,15 @@ def parent_pid() -> int:
     return os.getppid()
 
 
+def hang() -> None:
+    time.sleep(3600)  # what a decoder stuck in a loop on a hostile file does
+
+
 def test_a_crash_in_the_child_is_raised_here_and_the_next_call_gets_a_new_child() -> None:
     process = DecodeProcess()
     try:
         assert process.call(parent_pid, pixels=1) == os.getpid()  # it ran in a child of this process
-        with pytest.raises(DecoderCrashed):
+        with pytest.raises(DecoderFailed, match="died"):
             process.call(crash, pixels=1)
         assert process.call(allocate, 1000, pixels=1) == 1000
     finally:
@@ -41,5 +46,17 @@ def test_the_child_cannot_take_more_memory_than_the_pixels_allow() -> None:
         with pytest.raises(MemoryError):
             process.call(allocate, 2 * BASE_BYTES, pixels=1)  # a file that decodes far larger than it declared
         assert process.call(allocate, 2 * BASE_BYTES, pixels=BASE_BYTES // 16) == 2 * BASE_BYTES  # 64 B a pixel
+    finally:
+        process.close()
+
+
+def test_a_decode_that_hangs_is_killed_and_the_next_call_gets_a_new_child() -> None:
+    process = DecodeProcess()
+    try:
+        started = time.monotonic()
+        with pytest.raises(DecoderFailed, match=r"still at it after 0\.5 s"):
+            process.call(hang, pixels=1, timeout_s=0.5)
+        assert time.monotonic() - started < 30  # not the hour the function asked for
+        assert process.call(allocate, 1000, pixels=1) == 1000
     finally:
         process.close()
