@@ -87,9 +87,9 @@ class DecodeProcess:
             try:
                 return future.result(timeout=timeout_s)
             except BrokenProcessPool:
-                failure = "its process died on this file"
+                failure = "the decoder died on it"
             except concurrent.futures.TimeoutError:
-                failure = f"it was still at it after {timeout_s:g} s"
+                failure = f"the decoder was still at it after {timeout_s:g} s"
                 _kill_workers(pool)
             self._pool = None
             pool.shutdown(wait=False, cancel_futures=True)
