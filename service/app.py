@@ -43,8 +43,8 @@ OPEN_PREFIXES = ("/static/", DOCS_STATIC_PATH + "/")
 DESCRIPTION = """Denoising autoencoders trained on MNIST-style 28×28 digits, served with dynamic batching.
 
 Upload an image as `multipart/form-data` field `file` (PNG, JPEG, BMP, TIFF, WebP, GIF first frame, AVIF,
-HEIC, any mode). Errors are JSON `{"detail": ...}` saying what to fix. When the service runs with an API key, send
-it as `Authorization: Bearer <key>` or `X-API-Key: <key>`.
+HEIC, any mode). Errors are JSON `{"detail": ...}` saying what to fix. When the service runs with an API key,
+send it as `Authorization: Bearer <key>` or `X-API-Key: <key>`.
 """
 
 

@@ -7,11 +7,10 @@ worker and every request in it; in a child it is one file's 400.
 
 The child is spawned (never forked: a fork would copy the server's threads in whatever state they were in),
 on the first such upload; it imports no torch. It decodes one file at a time, each under an address-space
-limit sized from the file's declared pixels, since a file may decode to another size than its header says
-and the pixel limit was checked against the header. One file at a time also means a death is that file's
-alone: the files of other clients wait their turn outside the child, and the next one starts a new child. A
-decode still running after ``DECODE_TIMEOUT_S`` is killed the same way: a file that hangs its decoder would
-otherwise hold up every HEIC after it.
+limit sized from the pixel limit, since a file may decode to another size than its header says. One file at
+a time also means a death is that file's alone: the files of other clients wait their turn outside the child,
+and the next one starts a new child. A decode still running after ``DECODE_TIMEOUT_S`` is killed the same
+way: a file that hangs its decoder would otherwise hold up every HEIC after it.
 """
 
 from __future__ import annotations

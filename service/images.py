@@ -1,8 +1,9 @@
-"""Image decode and encode: upload bytes to a grayscale float array in [0, 1], and arrays back to PNG.
+"""Image decode and encode: upload bytes to planes of floats in [0, 1] (grey or colour, 8 or 16 bits), and back to PNG.
 
 The pixel limit is checked before any pixel is decompressed, from the size the header declares (a
 60000×60000 PNG is refused from its 33-byte header, never inflated); the byte limit was checked while
-the body was read (``service.middleware.BodyLimitMiddleware``).
+the body was read (``service.middleware.BodyLimitMiddleware``). A HEIC is opened, checked and decoded in a
+child process (``open_checked``, ``service.decode_process``): its decoder crashed on fuzzed files.
 
 Where the work runs (``run_sized``): decoding, corrupting and encoding an image of at most
 ``INLINE_MAX_PIXELS`` happens on the event loop; anything larger goes to a worker thread. A hop to the

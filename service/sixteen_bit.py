@@ -20,8 +20,8 @@ from PIL import ExifTags, Image, ImageFile, ImageOps, TiffImagePlugin
 _WIDE_PNG_RAWMODES = frozenset({"RGB;16B", "RGBA;16B", "LA;16B"})
 _TIFF_BITS_PER_SAMPLE, _TIFF_PHOTOMETRIC = 258, 262
 _TIFF_GREY_OR_RGB = frozenset({1, 2})  # photometric interpretation: min-is-black, RGB
-# tifffile logs a warning or an error for every flaw it meets in a file; in a server those files are uploads, and their
-# flaws are the client's (the answer says so), not lines for the operator's log.
+# tifffile logs a warning or an error for every flaw it meets in a file; in a server those files are uploads,
+# and their flaws are the client's (the answer says so), not lines for the operator's log.
 logging.getLogger("tifffile").setLevel(logging.CRITICAL)
 
 
