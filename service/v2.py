@@ -6,13 +6,14 @@ their status; the routes' error layer turns them into the protocol's ``{"error":
 
 The wire format, per model:
 
-- input ``images``: a batch of images, shape ``[N, C, H, W]``. ``UINT8`` (0..255, as in a PNG) or
-  ``FP32`` (values in [0, 1]); both accepted, ``FP32`` is the one the metadata declares. A fixed-size
+- input ``images``: a batch of images, shape ``[N, C, H, W]``. ``UINT8`` (0..255, as in a PNG), ``UINT16``
+  (0..65535, as in a 16-bit PNG) or ``FP32`` (values in [0, 1]); all accepted, ``FP32`` is the one the
+  metadata declares. A fixed-size
   model (the MLPs) takes grey images of its size, ``[-1, 1, 28, 28]``; the others take any size, grey
   (``C`` 1) or colour (``C`` 3, R, G, B planes: denoised as ``/denoise`` denoises a colour upload, in colour
   by a photo model), ``[-1, -1, -1, -1]``. Image models served by Triton take colour as planes, NCHW.
-- output ``denoised``: the model's output, same shape and datatype as the input (``UINT8`` rounded to
-  nearest, exactly as ``/denoise`` writes its PNG).
+- output ``denoised``: the model's output, same shape and datatype as the input (``UINT8`` and ``UINT16``
+  rounded to nearest, exactly as ``/denoise`` writes its 8-bit and 16-bit PNGs).
 - output ``reconstruction_mse``: ``FP32 [N]``, per image the MSE between the model's input and its output
   in [0, 1] units, before rounding: the ``reconstruction_mse`` that ``/denoise`` reports.
 
@@ -39,7 +40,7 @@ from pydantic import BaseModel, ConfigDict, Field, Strict, ValidationError, With
 from service.batcher import ArrivalToken
 from service.denoiser import Denoiser, Output, Prepared
 from service.errors import ServiceError, TooLarge, UnknownModel
-from service.images import Picture, quantize
+from service.images import Picture, quantize, quantize16
 from service.inference import Prediction
 
 INPUT = "images"
@@ -50,7 +51,12 @@ MODEL_VERSION = "1"  # the service serves one version of each model: the checkpo
 PLATFORM = "pytorch"
 SERVER_NAME = "dae-service"
 EXTENSIONS = ("binary_tensor_data",)
-DATATYPES = ("FP32", "UINT8")
+# Each datatype's little-endian numpy type; the integer ones are pixels of their full range, rounded on the way
+# out as /denoise rounds the PNG it writes.
+DTYPES: dict[str, np.dtype[Any]] = {"FP32": np.dtype("<f4"), "UINT8": np.dtype("u1"), "UINT16": np.dtype("<u2")}
+QUANTIZE = {"UINT8": quantize, "UINT16": quantize16}
+DATATYPES = tuple(DTYPES)
+ACCEPTED = "FP32 (values in [0, 1]), UINT8 (0..255) or UINT16 (0..65535)"
 HEADER_LENGTH = "Inference-Header-Content-Length"
 # Bodies (and answers) up to this size are parsed (written) on the event loop: a digit's JSON takes well under
 # a millisecond. Larger ones go to a worker thread, where megabytes of JSON numbers cannot stall other requests.
@@ -96,12 +102,12 @@ def model_metadata(denoiser: Denoiser) -> dict[str, Any]:
             _tensor_metadata(
                 INPUT,
                 images,
-                f"{what}: FP32 in [0, 1], or UINT8 0..255 as in a PNG",
+                f"{what}: FP32 in [0, 1], or UINT8 0..255 or UINT16 0..65535 as in an 8-bit or 16-bit PNG",
                 accepted_datatypes=",".join(DATATYPES),
             )
         ],
         "outputs": [
-            _tensor_metadata(DENOISED, images, "the denoised images, in the input's datatype (UINT8: rounded)"),
+            _tensor_metadata(DENOISED, images, "the denoised images, in the input's datatype (UINT8, UINT16: rounded)"),
             _tensor_metadata(
                 MSE,
                 [-1],
@@ -128,7 +134,7 @@ class InputTensor(BaseModel):
 
     name: str = Field(description=f"'{INPUT}'", examples=[INPUT])
     shape: list[Dimension] = Field(description="[N, C, H, W], C 1 or 3", examples=[[1, 1, 28, 28]])
-    datatype: str = Field(description="FP32 (values in [0, 1]) or UINT8 (0..255)", examples=["UINT8"])
+    datatype: str = Field(description=ACCEPTED, examples=["UINT8"])
     parameters: dict[str, Any] = Field(
         default_factory=dict, description="binary_data_size: bytes of this tensor after the JSON header"
     )
@@ -251,23 +257,26 @@ def _from_json(data: Any, count: int) -> np.ndarray:
 
 
 def _from_binary(raw: bytes, datatype: str, count: int) -> np.ndarray:
-    itemsize = 4 if datatype == "FP32" else 1
-    if len(raw) != count * itemsize:
+    dtype = DTYPES[datatype]
+    if len(raw) != count * dtype.itemsize:
         raise BadRequest(
             f"input {INPUT!r}: binary_data_size is {len(raw)} bytes where its shape and {datatype} need "
-            f"{count * itemsize}"
+            f"{count * dtype.itemsize}"
         )
-    return np.frombuffer(raw, dtype="<f4" if datatype == "FP32" else np.uint8)
+    return np.frombuffer(raw, dtype=dtype)
 
 
 def _to_unit(values: np.ndarray, datatype: str) -> np.ndarray:
-    """Values → float32 in [0, 1], as ``service.images.to_picture`` scales a PNG's (so UINT8 matches /denoise)."""
-    if datatype == "UINT8":
-        if values.dtype != np.uint8:  # from JSON: integers in range, nothing else
-            if values.size and (not np.all(np.mod(values, 1) == 0) or values.min() < 0 or values.max() > 255):
-                raise BadRequest(f"input {INPUT!r}: UINT8 values must be whole numbers in 0..255")
-            values = values.astype(np.uint8)
-        return values.astype(np.float32) * np.float32(1 / 255)
+    """Values → float32 in [0, 1], as ``service.images.to_picture`` scales a PNG's (so UINT8 and UINT16 match
+    /denoise with an 8-bit and a 16-bit PNG)."""
+    if datatype in QUANTIZE:
+        dtype = DTYPES[datatype]
+        top = int(np.iinfo(dtype).max)
+        if values.dtype != dtype:  # from JSON: integers in range, nothing else
+            if values.size and (not np.all(np.mod(values, 1) == 0) or values.min() < 0 or values.max() > top):
+                raise BadRequest(f"input {INPUT!r}: {datatype} values must be whole numbers in 0..{top}")
+            values = values.astype(dtype)
+        return values.astype(np.float32) * np.float32(1 / top)
     unit = values.astype(np.float32)  # a copy: the images live on after the body's bytes are dropped
     if unit.size and (not np.isfinite(unit).all() or unit.min() < 0.0 or unit.max() > 1.0):
         raise BadRequest(
@@ -303,9 +312,7 @@ def decode_request(body: bytes, header_length: str | None, size: tuple[int, int]
         raise BadRequest(f"the request has inputs {names}: this model takes one input, {INPUT!r} ([N, C, H, W])")
     tensor = request.inputs[0]
     if tensor.datatype not in DATATYPES:
-        raise BadRequest(
-            f"input {INPUT!r} has datatype {tensor.datatype!r}: send FP32 (values in [0, 1]) or UINT8 (0..255)"
-        )
+        raise BadRequest(f"input {INPUT!r} has datatype {tensor.datatype!r}: send {ACCEPTED}")
     if "shared_memory_region" in tensor.parameters:
         raise BadRequest("shared memory is not supported: send the tensor as JSON data or binary data")
     n, channels, height, width = _check_shape(tensor, size, limits)
@@ -374,8 +381,11 @@ def _tensor(name: str, outputs: list[Output], datatype: str) -> np.ndarray:
     if name == MSE:
         return np.array([output.reconstruction_mse for output in outputs], dtype=np.float32)
     planes = np.stack([output.planes for output in outputs])  # N×C×H×W
-    # UINT8 exactly as /denoise writes its PNG (service.images.quantize); FP32 clamped to the documented range.
-    return quantize(planes) if datatype == "UINT8" else np.clip(planes, 0.0, 1.0).astype(np.float32, copy=False)
+    # UINT8 and UINT16 exactly as /denoise writes its PNG (service.images.quantize, quantize16); FP32 clamped to
+    # the documented range.
+    if datatype in QUANTIZE:
+        return QUANTIZE[datatype](planes)
+    return np.clip(planes, 0.0, 1.0).astype(np.float32, copy=False)
 
 
 def encode_response(model: str, decoded: Decoded, outputs: list[Output]) -> tuple[bytes, int | None]:
@@ -390,7 +400,7 @@ def encode_response(model: str, decoded: Decoded, outputs: list[Output]) -> tupl
             "shape": list(array.shape),
         }
         if binary:
-            raw = array.astype("<f4" if array.dtype == np.float32 else np.uint8).tobytes()
+            raw = array.astype(DTYPES["FP32" if name == MSE else decoded.datatype]).tobytes()
             entry["parameters"] = {"binary_data_size": len(raw)}
             chunks.append(raw)
         else:

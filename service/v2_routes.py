@@ -284,12 +284,12 @@ async def _infer(request: Request, name: str, version: str | None) -> Response:
 
 
 _INFER_DOC = """Denoise a batch of images, tensor ``images`` [N, C, H, W] (C 1 grey, or 3 R, G, B planes for a
-model of any size; ``FP32`` in [0, 1] or ``UINT8`` 0..255), as JSON (``data``: flat row-major) or with the
-binary tensor data extension (the JSON first, its length in ``Inference-Header-Content-Length``, then each
-input's ``binary_data_size`` bytes). Outputs: ``denoised`` (the input's shape and datatype) and
-``reconstruction_mse`` (FP32 [N]: per image, the MSE between the model's input and output, as /denoise
-reports). Each image goes through the model's batcher with every other request's images; the answer equals
-/denoise's for the same image."""
+model of any size; ``FP32`` in [0, 1], ``UINT8`` 0..255 or ``UINT16`` 0..65535), as JSON (``data``: flat
+row-major) or with the binary tensor data extension (the JSON first, its length in
+``Inference-Header-Content-Length``, then each input's ``binary_data_size`` bytes). Outputs: ``denoised``
+(the input's shape and datatype) and ``reconstruction_mse`` (FP32 [N]: per image, the MSE between the model's
+input and output, as /denoise reports). Each image goes through the model's batcher with every other
+request's images; the answer equals /denoise's for the same image."""
 _INFER: dict[str, Any] = {
     "response_class": Response,
     "responses": {**_INFER_ANSWER, **errors(400, 404, 413, 503, 504)},

@@ -30,7 +30,7 @@ from service import v2
 from service.app import create_app
 from service.errors import ServiceError
 from tests.conftest import FIXTURE_ROOT, REPO
-from tests.service.conftest import LiveServer, decode_png, png_bytes, serving, settings_for
+from tests.service.conftest import LiveServer, decode_png, png_bytes, png_samples, serving, settings_for, wide_png
 from tests.service.test_server import metric
 
 DIGIT_MODEL = "conv-blind"  # any size; its forwards run in the child process (the default placement)
@@ -75,7 +75,8 @@ def pixels(digits: list[bytes]) -> np.ndarray:
 
 
 def infer(client: httpclient.InferenceServerClient, model: str, batch: np.ndarray, **options: Any) -> Any:
-    tensor = httpclient.InferInput("images", list(batch.shape), "UINT8" if batch.dtype == np.uint8 else "FP32")
+    datatype = {np.dtype(np.uint8): "UINT8", np.dtype(np.uint16): "UINT16"}.get(batch.dtype, "FP32")
+    tensor = httpclient.InferInput("images", list(batch.shape), datatype)
     tensor.set_data_from_numpy(batch, binary_data=options.pop("binary", True))
     return client.infer(model, [tensor], **options)
 
@@ -154,7 +155,7 @@ def test_model_metadata_gives_names_datatypes_and_shapes(
     assert (metadata["name"], metadata["versions"], metadata["platform"]) == (model, ["1"], "pytorch")
     tensors = [(t["name"], t["datatype"], t["shape"]) for t in metadata["inputs"] + metadata["outputs"]]
     assert tensors == [("images", "FP32", shape), ("denoised", "FP32", shape), ("reconstruction_mse", "FP32", [-1])]
-    assert metadata["inputs"][0]["parameters"]["accepted_datatypes"] == "FP32,UINT8"
+    assert metadata["inputs"][0]["parameters"]["accepted_datatypes"] == "FP32,UINT8,UINT16"
     assert "/denoise" in metadata["outputs"][1]["parameters"]["description"]
 
 
@@ -241,6 +242,31 @@ def test_colour_photos_in_planes_are_denoised_in_colour_as_for_denoise(
         assert_same_as_denoise(denoised[i].transpose(1, 2, 0), float(mse[i]), expected)
     planes_alone = [via_denoise(server, png_bytes(noisy[..., c]), PHOTO_MODEL)[0] for c in range(3)]
     assert not np.array_equal(denoised[0], np.stack(planes_alone))  # in colour, not three grey images
+
+
+@pytest.mark.parametrize("binary", [True, False], ids=["binary", "json"])
+def test_sixteen_bit_images_in_uint16_equal_denoise_of_a_16_bit_png(
+    server: LiveServer, triton: httpclient.InferenceServerClient, binary: bool
+) -> None:
+    """UINT16, what a 16-bit camera or scanner array is: the same answer, in 16 bits, as /denoise gives the same
+    pixels sent as a 16-bit PNG (colour here: the photo model's colour path)."""
+    photo = np.asarray(Image.open(COLOUR_PHOTO).convert("RGB")).astype(np.float64) * 256 + 100  # not multiples of 257
+    noisy = np.clip(photo + np.random.default_rng(4).normal(0, 5000, photo.shape), 0, 65535).astype(np.uint16)
+    outputs = [httpclient.InferRequestedOutput(name, binary_data=binary) for name in ("denoised", "reconstruction_mse")]
+    result = infer(triton, PHOTO_MODEL, noisy.transpose(2, 0, 1)[None], binary=binary, outputs=outputs)
+    denoised = result.as_numpy("denoised")
+    assert denoised.dtype == np.uint16 and denoised.shape == (1, 3, 96, 96)
+    response = httpx.post(
+        server.url + "/denoise", files={"file": ("scan.png", wide_png(noisy))}, data={"model": PHOTO_MODEL}, timeout=60
+    )
+    depth, expected = png_samples(base64.b64decode(response.json()["denoised_png"]))
+    assert depth == 16
+    gap = np.abs(denoised[0].transpose(1, 2, 0).astype(int) - expected.astype(int)).max()
+    assert gap <= GREY_LEVELS * 257  # the 8-bit tests' one grey level, in 16-bit units
+    assert float(result.as_numpy("reconstruction_mse")[0]) == pytest.approx(
+        response.json()["reconstruction_mse"], rel=MSE_RTOL
+    )
+    assert np.count_nonzero(denoised % 257) > denoised.size // 2  # the 16 bits are used, not 8 bits widened
 
 
 # ---- client mistakes: clear 4xx, never a 500 --------------------------------------------------------------
