@@ -361,11 +361,12 @@ def _near_valid(draw: st.DrawFn) -> tuple[bytes, str | None]:
     sizes = st.sampled_from([1, 2, 3, 1, 2, 3, 0, 4])  # mostly in the limits, sometimes past them
     shape = [draw(sizes), draw(st.sampled_from([1, 1, 1, 0, 2, 3, 3])), draw(sizes), draw(sizes)]
     n, channels, height, width = shape
-    datatype = draw(st.sampled_from(["UINT8", "FP32"]))
+    datatype = draw(st.sampled_from(["UINT8", "UINT16", "FP32"]))
     count = max(0, n * channels * height * width + draw(st.sampled_from([0, 0, 0, -1, 1])))
     value: st.SearchStrategy[Any]
-    if datatype == "UINT8":
-        value = st.integers(0, 255) if draw(st.booleans()) else st.integers(-1, 256)
+    if datatype != "FP32":
+        top = 255 if datatype == "UINT8" else 65535
+        value = st.integers(0, top) if draw(st.booleans()) else st.integers(-1, top + 1)
     else:
         value = st.floats(0.0, 1.0, width=32) if draw(st.booleans()) else st.floats(-0.5, 1.5)
     values = draw(st.lists(value, min_size=count, max_size=count))
@@ -376,7 +377,7 @@ def _near_valid(draw: st.DrawFn) -> tuple[bytes, str | None]:
         tensor["data"] = values
         return json.dumps(document).encode(), None
     raw = np.array(values, dtype=np.float64).astype("<f4" if datatype == "FP32" else np.int64)
-    data = raw.tobytes() if datatype == "FP32" else raw.astype(np.uint8).tobytes()  # UINT8 wraps: still bytes
+    data = raw.tobytes() if datatype == "FP32" else raw.astype(v2.DTYPES[datatype]).tobytes()  # ints wrap: still bytes
     tensor["parameters"] = {"binary_data_size": len(data) + draw(st.sampled_from([0, 0, 1]))}
     header = json.dumps(document).encode()
     return header + data, str(len(header))
