@@ -227,10 +227,10 @@ class Denoiser:
     ) -> Denoised:
         clean = prepared.clean
         pixels = clean.height * clean.width
-        denoised_png = await run_sized(pixels, encode_picture, output.planes, clean.alpha, clean.sixteen_bit)
+        denoised_png = await run_sized(pixels, encode_picture, output.planes, clean)
         noisy_png = None
         if with_noisy and prepared.noisy is not None:
-            noisy_png = await run_sized(pixels, encode_picture, prepared.noisy.planes, clean.alpha, clean.sixteen_bit)
+            noisy_png = await run_sized(pixels, encode_picture, prepared.noisy.planes, clean)
         return Denoised(
             model=self.name,
             width=clean.width,

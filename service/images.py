@@ -18,7 +18,7 @@ import math
 import struct
 import zlib
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TypeVar
 
 import anyio.to_thread
@@ -166,7 +166,10 @@ def _decode_heic_here(data: bytes, max_pixels: int) -> Image.Image:
     _load(image)
     if image.size != (width, height):
         raise BadImage(f"the HEIC image declares {width}×{height} but decodes to {image.width}×{image.height}")
-    return Image.frombytes(image.mode, image.size, image.tobytes())
+    decoded = Image.frombytes(image.mode, image.size, image.tobytes())
+    if "icc_profile" in image.info:
+        decoded.info["icc_profile"] = image.info["icc_profile"]
+    return decoded
 
 
 def load_pixels(image: Image.Image) -> np.ndarray:
@@ -210,8 +213,9 @@ def _png_chunk(tag: bytes, body: bytes) -> bytes:
     return struct.pack(">I", len(body)) + tag + body + struct.pack(">I", zlib.crc32(tag + body))
 
 
-def write_png(pixels: np.ndarray) -> bytes:
-    """H×W (grey) or H×W×C (grey and alpha, RGB, RGBA) uint8 or uint16 samples → PNG bytes.
+def write_png(pixels: np.ndarray, icc_profile: bytes | None = None) -> bytes:
+    """H×W (grey) or H×W×C (grey and alpha, RGB, RGBA) uint8 or uint16 samples → PNG bytes, with the colour
+    profile in an iCCP chunk when there is one.
 
     Written directly (signature, IHDR, one IDAT of unfiltered rows, IEND) rather than through Pillow:
     for the 28×28 images this service mostly answers, Pillow's save costs about six times the whole
@@ -226,10 +230,13 @@ def write_png(pixels: np.ndarray) -> bytes:
     rows[:, 1:] = np.ascontiguousarray(samples).reshape(height, -1).view(np.uint8)
     colour_type = {1: 0, 2: 4, 3: 2, 4: 6}[channels]  # grey, grey and alpha, RGB, RGBA
     header = struct.pack(">IIBBBBB", width, height, depth, colour_type, 0, 0, 0)
+    # iCCP: a profile name, a null, compression method 0 (zlib), the compressed profile; before IDAT.
+    profile = () if icc_profile is None else (_png_chunk(b"iCCP", b"icc\0\0" + zlib.compress(icc_profile)),)
     return b"".join(
         (
             _PNG_SIGNATURE,
             _png_chunk(b"IHDR", header),
+            *profile,
             _png_chunk(b"IDAT", zlib.compress(rows.tobytes(), 1)),
             _png_chunk(b"IEND", b""),
         )
@@ -248,12 +255,14 @@ class Picture:
     ``planes`` are C×H×W float32 in [0, 1]: one grey plane or three RGB planes (a model denoises each as
     a grayscale image), laid over black where the upload is transparent, as a digit on a transparent
     canvas needs; ``alpha`` (H×W in [0, 1]) is handed back untouched; ``sixteen_bit`` answers a 16-bit
-    upload (grey or colour, with or without alpha) in 16 bits.
+    upload (grey or colour, with or without alpha) in 16 bits; ``icc_profile`` is the upload's colour profile
+    where it still describes the planes (not after a CMYK upload became RGB).
     """
 
     planes: np.ndarray
     alpha: np.ndarray | None = None
     sixteen_bit: bool = False
+    icc_profile: bytes | None = None  # the upload's colour profile (a phone's Display P3), handed back with it
 
     @property
     def height(self) -> int:
@@ -265,24 +274,27 @@ class Picture:
 
     def with_planes(self, planes: np.ndarray) -> Picture:
         """The same kind of picture with other planes (the noisy or the denoised ones) of the same size."""
-        return Picture(planes, self.alpha, self.sixteen_bit)
+        return replace(self, planes=planes)
 
     def resized(self, size: tuple[int, int]) -> Picture:
         """Every plane and the alpha resized to (height, width), for a model of a fixed size."""
         if (self.height, self.width) == size:
             return self
         alpha = None if self.alpha is None else resize(self.alpha, size)
-        return Picture(np.stack([resize(plane, size) for plane in self.planes]), alpha, self.sixteen_bit)
+        return replace(self, planes=np.stack([resize(plane, size) for plane in self.planes]), alpha=alpha)
 
 
 def to_picture(image: Image.Image) -> Picture:
     """Any mode → ``Picture``: grey modes one plane (16-bit and float ones kept in 16 bits), colour modes
     three; palette, CMYK and the like become RGB; an alpha channel is kept aside and the colour laid over it."""
     mode = image.mode
+    icc_profile = image.info.get("icc_profile")
     if mode in _SIXTEEN_BIT_MODES:
-        return Picture(np.clip(np.asarray(image, dtype=np.float32) / 65535.0, 0.0, 1.0)[None], None, True)
+        grey = np.clip(np.asarray(image, dtype=np.float32) / 65535.0, 0.0, 1.0)[None]
+        return Picture(grey, None, True, _profile_for(icc_profile, 1))
     if mode == "F":
-        return Picture(np.clip(np.nan_to_num(np.asarray(image, dtype=np.float32), nan=0.0), 0.0, 1.0)[None], None, True)
+        grey = np.clip(np.nan_to_num(np.asarray(image, dtype=np.float32), nan=0.0), 0.0, 1.0)[None]
+        return Picture(grey, None, True, _profile_for(icc_profile, 1))
     if mode == "P":
         image = image.convert("RGBA" if "transparency" in image.info else "RGB")
     elif mode in ("1", "LA", "La", "L"):
@@ -290,7 +302,18 @@ def to_picture(image: Image.Image) -> Picture:
     elif mode not in ("RGB", "RGBA"):
         image = image.convert("RGBA" if mode in _ALPHA_MODES else "RGB")
     pixels = np.asarray(image, dtype=np.float32) * np.float32(1 / 255)
-    return _from_samples(pixels, image.mode in ("LA", "RGBA"), sixteen_bit=False)
+    picture = _from_samples(pixels, image.mode in ("LA", "RGBA"), sixteen_bit=False)
+    converted = mode not in ("RGB", "RGBA", "L", "LA", "P")  # CMYK, YCbCr, LAB...: the profile was theirs
+    return picture if converted else replace(picture, icc_profile=_profile_for(icc_profile, len(picture.planes)))
+
+
+def _profile_for(icc_profile: bytes | None, channels: int) -> bytes | None:
+    """The profile, if it is one for pictures of ``channels`` (1: grey, 3: RGB); else None. Read from the
+    profile header's colour-space field (bytes 16..20, ICC.1:2022 section 7.2.6) rather than by parsing the
+    client's profile with littlecms: the service only hands the bytes back."""
+    if icc_profile is None or len(icc_profile) < 128:
+        return None
+    return icc_profile if icc_profile[16:20] == (b"GRAY" if channels == 1 else b"RGB ") else None
 
 
 def _from_samples(pixels: np.ndarray, has_alpha: bool, sixteen_bit: bool) -> Picture:
@@ -308,7 +331,8 @@ def load_picture(image: Image.Image) -> Picture:
     """Decode an image from ``open_checked`` (its first frame, turned as its EXIF says); ``BadImage`` if corrupt."""
     wide = wide_samples(image)
     if wide is not None:
-        return _from_samples(wide * np.float32(1 / 65535), wide.shape[-1] in (2, 4), sixteen_bit=True)
+        picture = _from_samples(wide * np.float32(1 / 65535), wide.shape[-1] in (2, 4), sixteen_bit=True)
+        return replace(picture, icc_profile=_profile_for(image.info.get("icc_profile"), len(picture.planes)))
     _load(image)
     return to_picture(image)
 
@@ -324,17 +348,19 @@ def _load(image: Image.Image) -> None:
         raise BadImage(f"the {image.format} image is truncated or corrupt: {exc}") from None
 
 
-def encode_picture(planes: np.ndarray, alpha: np.ndarray | None, sixteen_bit: bool) -> bytes:
-    """C×H×W planes in [0, 1] (and an alpha) → PNG bytes: grey, grey and alpha, RGB or RGBA, of 8 or 16 bits.
+def encode_picture(planes: np.ndarray, kind: Picture) -> bytes:
+    """C×H×W planes in [0, 1] → a PNG of ``kind``'s kind: grey, grey and alpha, RGB or RGBA (``kind``'s alpha),
+    of 8 or 16 bits, with ``kind``'s colour profile.
 
     Colour laid over black on the way in is taken back off the alpha here, so an opaque pixel is
     unchanged and a half-transparent one keeps its colour.
     """
+    alpha = kind.alpha
     if alpha is not None:
         planes = np.where(alpha > 0, planes / np.maximum(alpha, 1e-6), 0.0)
-    to_samples = quantize16 if sixteen_bit else quantize
+    to_samples = quantize16 if kind.sixteen_bit else quantize
     if planes.shape[0] == 1 and alpha is None:
-        return write_png(to_samples(planes[0]))
+        return write_png(to_samples(planes[0]), kind.icc_profile)
     channels = [*planes, alpha] if alpha is not None else list(planes)
     pixels = np.stack([to_samples(channel) for channel in channels], axis=-1)
-    return write_png(pixels[..., 0] if pixels.shape[-1] == 1 else pixels)
+    return write_png(pixels[..., 0] if pixels.shape[-1] == 1 else pixels, kind.icc_profile)

@@ -58,6 +58,6 @@ async def corrupt_upload(data: bytes, spec: NoiseSpec, max_pixels: int) -> bytes
 
     def work() -> bytes:
         picture = load_picture(image)
-        return encode_picture(spec.apply(picture.planes), picture.alpha, picture.sixteen_bit)
+        return encode_picture(spec.apply(picture.planes), picture)
 
     return await run_sized(width * height, work)

@@ -20,6 +20,7 @@ from models.checkpoint import sha256_file
 from service import cli
 from service import denoiser as denoiser_module
 from service.app import create_app
+from service.images import Picture
 from service.registry import StartupError
 from tests.service.conftest import (
     FIXED_SIZE_MODEL,
@@ -146,10 +147,10 @@ def test_an_unexpected_error_is_a_500_that_names_its_request_id_and_the_next_req
     real_encode = denoiser_module.encode_picture
     failures = iter([True])
 
-    def encode_failing_once(planes: np.ndarray, alpha: np.ndarray | None, sixteen_bit: bool) -> bytes:
+    def encode_failing_once(planes: np.ndarray, kind: Picture) -> bytes:
         if next(failures, False):
             raise RuntimeError("encoder bug")
-        return real_encode(planes, alpha, sixteen_bit)
+        return real_encode(planes, kind)
 
     monkeypatch.setattr(denoiser_module, "encode_picture", encode_failing_once)
     with caplog.at_level(logging.ERROR, logger="service"):

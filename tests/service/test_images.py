@@ -10,7 +10,7 @@ import zlib
 
 import numpy as np
 import pytest
-from PIL import Image, features
+from PIL import Image, ImageCms, features
 
 from service.errors import BadImage, TooLarge
 from service.images import (
@@ -232,7 +232,7 @@ def test_sixteen_bit_colour_and_alpha_keep_every_bit(data: bytes, channels: int)
 
 def test_a_sixteen_bit_colour_picture_round_trips_through_the_answers_png() -> None:
     picture = load_picture(open_checked(wide_png(WIDE[..., :3]), LIMIT))
-    depth, samples = png_samples(encode_picture(picture.planes, None, True))
+    depth, samples = png_samples(encode_picture(picture.planes, picture))
     assert depth == 16
     np.testing.assert_array_equal(samples, WIDE[..., :3])
 
@@ -255,3 +255,34 @@ def test_a_sixteen_bit_tiff_tifffile_cannot_decode_is_read_by_pillow() -> None:
     assert picture.planes.shape == (3, 16, 24)
     assert picture.sixteen_bit == (importlib.util.find_spec("imagecodecs") is not None)
     np.testing.assert_allclose(picture.planes, expected, atol=1e-6 if picture.sixteen_bit else 1 / 255)
+
+
+# A colour profile (a phone's Display P3, here littlecms's sRGB) describes what the pixel values mean: handed
+# back on the answer, the colours show as they did; dropped, a P3 photo would show washed out.
+RGB_PROFILE = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
+
+
+@pytest.mark.parametrize("format", ["PNG", "JPEG", "TIFF", "WEBP"])
+def test_the_uploads_colour_profile_comes_back_on_the_answer(format: str) -> None:
+    photo = Image.fromarray(GRADIENT).convert("RGB")
+    picture = load_picture(open_checked(saved(photo, format, icc_profile=RGB_PROFILE), LIMIT))
+    assert picture.icc_profile == RGB_PROFILE
+    answer = Image.open(io.BytesIO(encode_picture(picture.planes, picture)))
+    assert answer.info.get("icc_profile") == RGB_PROFILE and answer.mode == "RGB"
+
+
+def test_a_sixteen_bit_colour_tiffs_profile_comes_back_too() -> None:
+    data = wide_tiff(WIDE[..., :3], photometric="rgb", iccprofile=RGB_PROFILE)
+    picture = load_picture(open_checked(data, LIMIT))
+    assert picture.sixteen_bit and picture.icc_profile == RGB_PROFILE
+    assert Image.open(io.BytesIO(encode_picture(picture.planes, picture))).info.get("icc_profile") == RGB_PROFILE
+
+
+def test_a_profile_that_no_longer_describes_the_pixels_is_dropped() -> None:
+    """An RGB profile on a grey image (a malformed file), a CMYK image's profile once it is RGB."""
+    grey = load_picture(open_checked(saved(Image.fromarray(GRADIENT), "PNG", icc_profile=RGB_PROFILE), LIMIT))
+    assert grey.icc_profile is None
+    assert "icc_profile" not in Image.open(io.BytesIO(encode_picture(grey.planes, grey))).info
+    lab = ImageCms.ImageCmsProfile(ImageCms.createProfile("LAB")).tobytes()  # not a CMYK one, but not RGB either
+    cmyk = saved(Image.fromarray(GRADIENT).convert("CMYK"), "TIFF", icc_profile=lab)
+    assert load_picture(open_checked(cmyk, LIMIT)).icc_profile is None

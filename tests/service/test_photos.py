@@ -15,7 +15,7 @@ from typing import Any
 import httpx
 import numpy as np
 import pytest
-from PIL import Image, features
+from PIL import Image, ImageCms, features
 
 from models.metrics import psnr_db_from_mse
 from service.images import ACCEPTED_FORMATS
@@ -171,6 +171,18 @@ def test_a_sixteen_bit_colour_photo_comes_back_in_sixteen_bit_colour_and_better(
     assert body["denoised_psnr_db"] == pytest.approx(psnr_db_from_mse(error["denoised"]), abs=0.05)
     corrupted = client.post("/corrupt", files=upload(data), data={"noise": "masking"}).content
     assert png_samples(corrupted)[0] == 16 and png_samples(corrupted)[1].shape == clean.shape
+
+
+def test_a_photos_colour_profile_is_on_every_image_the_service_answers_with(client: AppClient) -> None:
+    """A phone photo's pixels are Display P3 (here: littlecms's sRGB profile stands in): the noisy and denoised
+    PNGs carry the upload's profile, so they show in the upload's colours, and so does /corrupt's."""
+    profile = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
+    data = encoded(Image.open(COLOUR_PHOTO).convert("RGB"), "JPEG", quality=95, icc_profile=profile)
+    body = denoise(client, data, noise="gaussian", level=0.1, seed=2)
+    for field in ("denoised_png", "noisy_png"):
+        assert opened(body, field).info.get("icc_profile") == profile, field
+    corrupted = client.post("/corrupt", files=upload(data), data={"noise": "masking"}).content
+    assert Image.open(io.BytesIO(corrupted)).info.get("icc_profile") == profile
 
 
 def test_colour_noise_is_added_per_channel_and_reproducibly(client: AppClient) -> None:
