@@ -35,7 +35,8 @@ LIMIT = 1 << 22
 NEEDS_AVIF = pytest.mark.skipif(not features.check("avif"), reason="this Pillow has no AVIF decoder")
 NEEDS_HEIF = pytest.mark.skipif("HEIC" not in ACCEPTED_FORMATS, reason="pi-heif does not load here")
 # A 64×48 crop of the coffee photo saved by pillow-heif (quality 90) as a phone does: turned 90° clockwise by the
-# file's own transform, with EXIF orientation 6 beside it. pi-heif, what the service reads HEIC with, cannot write.
+# file's own transform, with EXIF orientation 6 beside it, and a colour profile (littlecms's sRGB standing in for
+# an iPhone's Display P3). pi-heif, what the service reads HEIC with, cannot write.
 PHONE_HEIC = FIXTURE_ROOT / "phone" / "coffee-turned.heic"
 
 
@@ -123,6 +124,8 @@ def test_a_heic_phone_photo_decodes_turned_and_close_to_the_original() -> None:
     turned = np.moveaxis(np.asarray(crop.transpose(Image.Transpose.ROTATE_270), dtype=np.float32) / 255, -1, 0)
     assert picture.planes.shape == turned.shape == (3, 64, 48)
     assert np.abs(picture.planes - turned).mean() < 0.02  # 37.3 dB when this was written
+    assert picture.icc_profile is not None  # through the child process (littlecms dates its profiles: not bytes)
+    assert "sRGB" in ImageCms.getProfileDescription(ImageCms.ImageCmsProfile(io.BytesIO(picture.icc_profile)))
 
 
 @NEEDS_AVIF
