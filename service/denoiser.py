@@ -36,7 +36,7 @@ from models.metrics import psnr_db_from_mse
 from service.batcher import ArrivalToken, DynamicBatcher
 from service.colour import has_impulses, merge_colour_estimates, to_opponent
 from service.errors import ServiceError
-from service.images import Picture, encode_picture, load_picture, run_sized
+from service.images import Picture, encode_answer, encode_picture, load_picture, run_sized
 from service.inference import Prediction, Runner
 from service.noise import NoiseSpec
 from service.placement import Placement
@@ -94,12 +94,13 @@ class Denoised:
     width: int
     height: int
     reconstruction_mse: float  # model input vs model output
-    denoised_png: bytes
+    denoised_image: bytes  # in media_type: PNG for a JSON answer
     latency_ms: float
     noise: NoiseSpec | None = None
     scores: Scores | None = None
-    noisy_png: bytes | None = None  # left out when the client asked for the denoised PNG alone
+    noisy_png: bytes | None = None  # left out when the client asked for the denoised image alone
     reason: str = ""  # why this model answered (named, or chosen for the image)
+    media_type: str = "image/png"  # of denoised_image
 
 
 def mse(a: np.ndarray, b: np.ndarray) -> float:
@@ -223,20 +224,24 @@ class Denoiser:
 
     # encode
     async def encode(
-        self, prepared: Prepared, output: Output, started: float, with_noisy: bool = True, reason: str = ""
+        self, prepared: Prepared, output: Output, started: float, answer_type: str | None = None, reason: str = ""
     ) -> Denoised:
+        """The denoised image as a PNG, and the noisy one when the service added the noise (a JSON answer:
+        ``answer_type`` None); or the denoised image alone, as the ``answer_type`` asked for (an image answer)."""
         clean = prepared.clean
         pixels = clean.height * clean.width
-        denoised_png = await run_sized(pixels, encode_picture, output.planes, clean)
+        media_type = answer_type or "image/png"
+        denoised = await run_sized(pixels, encode_answer, output.planes, clean, media_type)
         noisy_png = None
-        if with_noisy and prepared.noisy is not None:
+        if answer_type is None and prepared.noisy is not None:
             noisy_png = await run_sized(pixels, encode_picture, prepared.noisy.planes, clean)
         return Denoised(
             model=self.name,
             width=clean.width,
             height=clean.height,
             reconstruction_mse=output.reconstruction_mse,
-            denoised_png=denoised_png,
+            denoised_image=denoised,
+            media_type=media_type,
             latency_ms=(time.perf_counter() - started) * 1000.0,
             noise=prepared.noise,
             scores=self.measure(prepared, output),
@@ -250,16 +255,16 @@ class Denoiser:
         image: Image.Image,
         noise: NoiseSpec | None,
         arrival: ArrivalToken | None = None,
-        with_noisy: bool = True,
+        answer_type: str | None = None,
         started: float | None = None,
         reason: str = "",
     ) -> Denoised:
-        """One upload: decode, corrupt if asked, predict (tiled and batched), measure, encode; ``reason`` says
-        why this model is the one answering."""
+        """One upload: decode, corrupt if asked, predict (tiled and batched), measure, encode (``encode``: for JSON,
+        or as the image type asked); ``reason`` says why this model is the one answering."""
         started = time.perf_counter() if started is None else started
         prepared = await self.decode(image, noise)
         output = await self.predict(prepared, arrival)
-        return await self.encode(prepared, output, started, with_noisy, reason)
+        return await self.encode(prepared, output, started, answer_type, reason)
 
     def warm_up(self, batch_sizes: list[int], tile: bool = False) -> None:
         """A real forward per batch size (oneDNN builds its kernels per shape on first use), and with ``tile``

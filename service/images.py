@@ -59,6 +59,11 @@ ACCEPTED_FORMATS = ", ".join(_SHOWN.get(name, name) for name in _ACCEPTED[:-1]) 
 _HEIC_BRANDS = frozenset({b"heic", b"heix", b"heim", b"heis", b"hevc", b"hevx", b"hevm", b"hevs"})
 _AVIF_BRANDS = frozenset({b"avif", b"avis"})
 INLINE_MAX_PIXELS = 64 * 64
+# What an answer can be encoded as, by media type (``Accept``): PNG, lossless and of any kind, the default and
+# JSON's; or, for a client that would rather have a smaller file, JPEG (8 bits, no alpha) or WebP (8 bits, alpha
+# kept), both lossy at ``ANSWER_QUALITY`` (JPEG without chroma subsampling, so colour edges stay sharp).
+ANSWER_TYPES = {"image/png": "PNG", "image/jpeg": "JPEG", "image/webp": "WEBP"}
+ANSWER_QUALITY = 95
 T = TypeVar("T")
 _SIXTEEN_BIT_MODES = frozenset({"I;16", "I;16B", "I;16L", "I;16N", "I"})
 _ALPHA_MODES = frozenset({"LA", "La", "PA", "RGBA", "RGBa"})
@@ -350,17 +355,37 @@ def _load(image: Image.Image) -> None:
 
 def encode_picture(planes: np.ndarray, kind: Picture) -> bytes:
     """C×H×W planes in [0, 1] → a PNG of ``kind``'s kind: grey, grey and alpha, RGB or RGBA (``kind``'s alpha),
-    of 8 or 16 bits, with ``kind``'s colour profile.
+    of 8 or 16 bits, with ``kind``'s colour profile."""
+    return write_png(_samples(planes, kind, kind.sixteen_bit, with_alpha=True), kind.icc_profile)
+
+
+def encode_answer(planes: np.ndarray, kind: Picture, media_type: str = "image/png") -> bytes:
+    """``planes`` in the ``ANSWER_TYPES`` format asked for: ``encode_picture``'s PNG, or an 8-bit JPEG (no alpha:
+    the picture as laid over black) or WebP, lossy at quality 95, with ``kind``'s colour profile."""
+    if media_type == "image/png":
+        return encode_picture(planes, kind)
+    jpeg = media_type == "image/jpeg"
+    buffer = io.BytesIO()
+    options: dict[str, object] = {"quality": ANSWER_QUALITY, **({"subsampling": 0} if jpeg else {})}
+    if kind.icc_profile is not None:
+        options["icc_profile"] = kind.icc_profile
+    samples = _samples(planes, kind, sixteen_bit=False, with_alpha=not jpeg)
+    Image.fromarray(samples).save(buffer, format=ANSWER_TYPES[media_type], **options)
+    return buffer.getvalue()
+
+
+def _samples(planes: np.ndarray, kind: Picture, sixteen_bit: bool, with_alpha: bool) -> np.ndarray:
+    """H×W or H×W×C integer samples of ``planes``, and of ``kind``'s alpha when ``with_alpha``.
 
     Colour laid over black on the way in is taken back off the alpha here, so an opaque pixel is
     unchanged and a half-transparent one keeps its colour.
     """
-    alpha = kind.alpha
+    alpha = kind.alpha if with_alpha else None
     if alpha is not None:
         planes = np.where(alpha > 0, planes / np.maximum(alpha, 1e-6), 0.0)
-    to_samples = quantize16 if kind.sixteen_bit else quantize
+    to_samples = quantize16 if sixteen_bit else quantize
     if planes.shape[0] == 1 and alpha is None:
-        return write_png(to_samples(planes[0]), kind.icc_profile)
+        return to_samples(planes[0])
     channels = [*planes, alpha] if alpha is not None else list(planes)
     pixels = np.stack([to_samples(channel) for channel in channels], axis=-1)
-    return write_png(pixels[..., 0] if pixels.shape[-1] == 1 else pixels, kind.icc_profile)
+    return pixels[..., 0] if pixels.shape[-1] == 1 else pixels

@@ -243,15 +243,20 @@ class ModelStore:
         return self.get(self.photo_name), f"no model named: a {width}×{height} image goes to the photo model"
 
     async def denoise_upload(
-        self, name: str | None, data: bytes, noise: NoiseSpec | None, arrival: ArrivalToken | None, with_noisy: bool
+        self,
+        name: str | None,
+        data: bytes,
+        noise: NoiseSpec | None,
+        arrival: ArrivalToken | None,
+        answer_type: str | None = None,
     ) -> Denoised:
         """One upload through the model it names (an unknown one is the first thing to say) or the one that
-        suits it (``choose``)."""
+        suits it (``choose``); answered for JSON, or as the image ``answer_type`` (``Denoiser.encode``)."""
         started = time.perf_counter()
         named = None if name is None else self.get(name)
         image = await open_upload(data, self.max_pixels)
         denoiser, reason = (named, "named in the request") if named is not None else self.choose(*image.size)
-        return await denoiser.denoise(image, noise, arrival, with_noisy, started, reason)
+        return await denoiser.denoise(image, noise, arrival, answer_type, started, reason)
 
     async def denoise_uploads(
         self, name: str | None, uploads: list[bytes], noises: list[NoiseSpec | None], arrival: ArrivalToken | None
@@ -261,7 +266,7 @@ class ModelStore:
 
         async def one(data: bytes, noise: NoiseSpec | None) -> Denoised | ServiceError:
             try:
-                return await self.denoise_upload(name, data, noise, arrival, with_noisy=True)
+                return await self.denoise_upload(name, data, noise, arrival)
             except ServiceError as exc:
                 return exc
 

@@ -21,6 +21,7 @@ from service.batcher import ArrivalToken
 from service.denoiser import Denoised
 from service.errors import InvalidField, ServiceError, Unavailable
 from service.forms import form_body, read_form
+from service.images import ANSWER_TYPES
 from service.middleware import ARRIVAL_SCOPE_KEY
 from service.noise import NoiseSpec, corrupt_upload
 from service.registry import ModelStore
@@ -68,8 +69,15 @@ def errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
     }
 
 
+_BINARY = {"schema": {"type": "string", "format": "binary"}}
 _PNG_RESPONSE: dict[int | str, dict[str, Any]] = {
-    200: {"content": {"image/png": {"schema": {"type": "string", "format": "binary"}}}, "description": "a PNG image"}
+    200: {"content": {"image/png": _BINARY}, "description": "a PNG image"}
+}
+_IMAGE_RESPONSE: dict[int | str, dict[str, Any]] = {
+    200: {
+        "content": {media_type: _BINARY for media_type in ANSWER_TYPES},
+        "description": "JSON, or the image alone as Accept asks",
+    }
 }
 
 router = APIRouter()
@@ -110,14 +118,15 @@ def _arrival(request: Request) -> ArrivalToken | None:
     return token
 
 
-def wants_png(request: Request) -> bool:
-    """``Accept: image/png`` (ranked before any JSON in the header) asks for the bare PNG."""
+def wanted_image(request: Request) -> str | None:
+    """The image type ``Accept`` asks for ahead of any JSON (the first of ``ANSWER_TYPES`` the header lists:
+    ``image/png``, ``image/jpeg`` or ``image/webp``), for the bare image; None: JSON."""
     accept = request.headers.get("accept", "")
-    png_at = accept.find("image/png")
-    if png_at < 0:
-        return False
+    listed = sorted((accept.find(media_type), media_type) for media_type in ANSWER_TYPES if media_type in accept)
+    if not listed:
+        return None
     json_at = accept.find("application/json")
-    return json_at < 0 or png_at < json_at
+    return listed[0][1] if json_at < 0 or listed[0][0] < json_at else None
 
 
 def noise_headers(spec: NoiseSpec | None) -> dict[str, str]:
@@ -154,7 +163,7 @@ def json_body(result: Denoised) -> DenoiseResponse:
         width=result.width,
         height=result.height,
         reconstruction_mse=result.reconstruction_mse,
-        denoised_png=base64.b64encode(result.denoised_png).decode("ascii"),
+        denoised_png=base64.b64encode(result.denoised_image).decode("ascii"),
         latency_ms=result.latency_ms,
     )
     if result.noise is not None and result.scores is not None:
@@ -190,21 +199,22 @@ async def corrupt(request: Request) -> Response:
     "/denoise",
     response_model=DenoiseResponse,
     response_model_exclude_none=True,
-    responses={**_PNG_RESPONSE, **errors(400, 404, 413, 422, 503, 504)},
+    responses={**_IMAGE_RESPONSE, **errors(400, 404, 413, 422, 503, 504)},
     openapi_extra=form_body(DenoiseForm),
     summary="Denoise an image (optionally corrupting it first)",
 )
 @batched
 async def denoise(request: Request) -> Response | DenoiseResponse:
     """The model's output as JSON (PNG in base64, errors), or with ``Accept: image/png`` the PNG alone with
-    its reconstruction error in ``X-Reconstruction-MSE``. With ``noise`` the upload is taken as clean,
+    its reconstruction error in ``X-Reconstruction-MSE`` (``image/jpeg`` or ``image/webp``: a smaller, lossy
+    file, quality 95, 8 bits; JPEG has no alpha). With ``noise`` the upload is taken as clean,
     corrupted first, and the PSNR of the noisy and the denoised image against it is reported."""
     form, (upload,) = await read_form(request, DenoiseForm, max_files=1)
-    png_only = wants_png(request)
+    answer_type = wanted_image(request)
     noise = _noise(form.noise, form.level, form.seed)
-    result = await _store(request).denoise_upload(form.model, upload.data, noise, _arrival(request), not png_only)
-    if png_only:
-        return Response(result.denoised_png, media_type="image/png", headers=png_headers(result))
+    result = await _store(request).denoise_upload(form.model, upload.data, noise, _arrival(request), answer_type)
+    if answer_type is not None:
+        return Response(result.denoised_image, media_type=result.media_type, headers=png_headers(result))
     return json_body(result)
 
 

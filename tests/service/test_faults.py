@@ -144,15 +144,15 @@ def test_an_unexpected_error_is_a_500_that_names_its_request_id_and_the_next_req
 ) -> None:
     """A bug outside the model (here the PNG encoder failing once) becomes a logged 500, not a dropped connection."""
     client = make_client()
-    real_encode = denoiser_module.encode_picture
+    real_encode = denoiser_module.encode_answer
     failures = iter([True])
 
-    def encode_failing_once(planes: np.ndarray, kind: Picture) -> bytes:
+    def encode_failing_once(planes: np.ndarray, kind: Picture, media_type: str = "image/png") -> bytes:
         if next(failures, False):
             raise RuntimeError("encoder bug")
-        return real_encode(planes, kind)
+        return real_encode(planes, kind, media_type)
 
-    monkeypatch.setattr(denoiser_module, "encode_picture", encode_failing_once)
+    monkeypatch.setattr(denoiser_module, "encode_answer", encode_failing_once)
     with caplog.at_level(logging.ERROR, logger="service"):
         failed = client.post("/denoise", files=upload(digit), headers={"X-Request-ID": "bug-1"})
     assert failed.status_code == 500
