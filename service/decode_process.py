@@ -34,7 +34,11 @@ DECODE_TIMEOUT_S = 30.0
 
 
 class DecoderFailed(Exception):
-    """The child died decoding the file, or took too long; the message says which."""
+    """The child died decoding the file, or took too long (``failure``: "died" or "hung"); the message says which."""
+
+    def __init__(self, message: str, failure: str) -> None:
+        super().__init__(message)
+        self.failure = failure
 
 
 def _kill_workers(pool: concurrent.futures.ProcessPoolExecutor) -> None:
@@ -86,13 +90,13 @@ class DecodeProcess:
             try:
                 return future.result(timeout=timeout_s)
             except BrokenProcessPool:
-                failure = "the decoder died on it"
+                failure = DecoderFailed("the decoder died on it", "died")
             except concurrent.futures.TimeoutError:
-                failure = f"the decoder was still at it after {timeout_s:g} s"
+                failure = DecoderFailed(f"the decoder was still at it after {timeout_s:g} s", "hung")
                 _kill_workers(pool)
             self._pool = None
             pool.shutdown(wait=False, cancel_futures=True)
-            raise DecoderFailed(failure)
+            raise failure
 
     def close(self) -> None:
         """Stop the child, if one was started (the next call starts another)."""

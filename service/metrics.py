@@ -51,6 +51,11 @@ INFERENCE_SECONDS = Histogram(
     buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 1.0, 5.0, 30.0),
 )
 REJECTED = Counter("dae_batcher_rejected_total", "Requests refused because the queue was full", ["model"])
+DECODER_FAILURES = Counter(
+    "dae_decoder_failures_total",
+    "Uploads whose decoder died or hung in its child process (service.decode_process): corrupt or hostile files",
+    ["format", "failure"],
+)
 # One series per live worker process (its pid), so a scrape shows which workers it covers.
 WORKER_UP = Gauge("dae_worker_up", "1 while this worker process serves", multiprocess_mode="liveall")
 READY = Gauge("dae_ready", "1 once every model is loaded and warmed up", multiprocess_mode="livemin")

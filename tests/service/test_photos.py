@@ -259,9 +259,16 @@ def test_a_heic_that_crashes_its_decoder_is_a_400_and_the_service_goes_on(client
     (service.decode_process), so the upload gets a 400 and the next one an answer; in the server's own
     process the crash would take this test run down with it. A later libheif may call the file corrupt: a 400 too."""
     hostile = (FIXTURE_ROOT / "phone" / "crashes-pi-heif-1.4.heic").read_bytes()
+
+    def deaths() -> float:  # what an operator sees of it
+        text = client.get("/metrics").text
+        return metric(text, "dae_decoder_failures_total", format="heic", failure="died") if "heic" in text else 0.0
+
     for route, fields in (("/denoise", {"model": ANY_SIZE_MODEL}), ("/corrupt", {"noise": "gaussian"})):
+        before = deaths()
         response = client.post(route, files=upload(hostile), data=fields)
         assert response.status_code == 400 and "HEIC" in response.json()["detail"], response.text
+        assert deaths() == before + ("died" in response.json()["detail"])
     heic = (FIXTURE_ROOT / "phone" / "coffee-turned.heic").read_bytes()
     assert opened(denoise(client, heic, model=ANY_SIZE_MODEL)).size == (48, 64)
 
