@@ -38,7 +38,8 @@ def _heic_reader() -> bool:
     try:
         import pi_heif
 
-        pi_heif.register_heif_opener()
+        # The primary picture only: thumbnails, depth maps and other auxiliary images are not read.
+        pi_heif.register_heif_opener(thumbnails=False, depth_images=False, aux_images=False)
     except Exception:  # an ImportError, or whatever an incompatible build raises while registering
         return False
     return True
