@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import logging
+import zlib
 
 import numpy as np
 import png
@@ -17,7 +18,7 @@ from PIL import ExifTags, Image, ImageFile, ImageOps, TiffImagePlugin
 
 # Pillow's raw modes for the PNGs whose samples it narrows to 8 bits (its modes hold 16 bits only for one grey
 # plane): RGB, RGBA and grey-and-alpha of 16 bits a sample, which ``wide_samples`` reads in full instead.
-_WIDE_PNG_RAWMODES = frozenset({"RGB;16B", "RGBA;16B", "LA;16B"})
+_WIDE_PNG_RAWMODES = {"RGB;16B": 3, "RGBA;16B": 4, "LA;16B": 2}  # and their channels
 _TIFF_BITS_PER_SAMPLE, _TIFF_PHOTOMETRIC = 258, 262
 _TIFF_GREY_OR_RGB = frozenset({1, 2})  # photometric interpretation: min-is-black, RGB
 # tifffile logs a warning or an error for every flaw it meets in a file; in a server those files are uploads,
@@ -48,11 +49,16 @@ def wide_samples(image: Image.Image) -> np.ndarray | None:
     # one, then has the last word (an answer at 8 bits, or its "truncated or corrupt").
     try:
         if image.format == "PNG":
+            channels = _WIDE_PNG_RAWMODES[str(image.tile[0][3])]  # its raw mode's: LA;16B opens as RGBA
+            if not _inflates_to_its_size(data, image.width, image.height, channels, image.info.get("interlace")):
+                return None
             width, height, rows, _ = png.Reader(bytes=data).read()
             samples = np.vstack([np.asarray(row, dtype=np.uint16) for row in rows]).reshape(height, width, -1)
         else:
             with tifffile.TiffFile(io.BytesIO(data)) as tiff:
                 page = tiff.pages.first
+                if not isinstance(page, tifffile.TiffPage) or not _segments_inflate_to_their_size(data, page):
+                    return None
                 samples = page.asarray(maxworkers=1)
                 if page.planarconfig == tifffile.PLANARCONFIG.SEPARATE:
                     samples = np.moveaxis(samples, 0, -1)
@@ -64,6 +70,50 @@ def wide_samples(image: Image.Image) -> np.ndarray | None:
     orientation = image.getexif().get(ExifTags.Base.Orientation, 1) if image.format == "TIFF" else 1
     samples = samples if orientation == 1 else turned(samples, orientation)
     return samples if samples.shape[:2] == (image.height, image.width) else None
+
+
+# Adam7's passes: (first column, first row, column step, row step).
+_ADAM7 = ((0, 0, 8, 8), (4, 0, 8, 8), (0, 4, 4, 8), (2, 0, 4, 4), (0, 2, 2, 4), (1, 0, 2, 2), (0, 1, 1, 2))
+
+
+def _inflates_to_its_size(data: bytes, width: int, height: int, channels: int, interlaced: object) -> bool:
+    """Whether the PNG's image data inflates to no more than its rows of 16-bit samples need. pypng inflates
+    the whole stream, however long: a 1 MB file whose stream inflates to 1 GB held it 39 s and took 3.8 GB here.
+    (Pillow stops at the image's size: such a file goes to it.) Inflated here once, in bounded steps."""
+    passes = _ADAM7 if interlaced else ((0, 0, 1, 1),)
+    needed = 0
+    for x0, y0, dx, dy in passes:
+        columns, rows = -(-(width - x0) // dx), -(-(height - y0) // dy)
+        if columns > 0 and rows > 0:
+            needed += rows * (1 + columns * channels * 2)  # a filter byte, then the samples, per row
+    inflater = zlib.decompressobj()
+    produced = 0
+    for chunk_type, body in png.Reader(bytes=data).chunks():
+        if chunk_type == b"IDAT":
+            produced += len(inflater.decompress(body, needed + 1 - produced))
+            if produced > needed:
+                return False
+    return True
+
+
+def _segments_inflate_to_their_size(data: bytes, page: tifffile.TiffPage) -> bool:
+    """Whether each strip or tile of a 16-bit TIFF inflates to no more than its samples: tifffile inflates a
+    Deflate segment whole, and a 1 MB file whose strip inflates to 1 GB took 2 GB here. Uncompressed and Deflate
+    only; any other compression (PackBits, LZW...) goes to Pillow, which stops at the image's size."""
+    if page.compression == tifffile.COMPRESSION.NONE:
+        return True
+    if page.compression not in (tifffile.COMPRESSION.ADOBE_DEFLATE, tifffile.COMPRESSION.DEFLATE):
+        return False
+    samples = 1 if page.planarconfig == tifffile.PLANARCONFIG.SEPARATE else page.samplesperpixel
+    if page.is_tiled:
+        pixels = page.tilewidth * page.tilelength * max(1, page.tiledepth)
+    else:
+        pixels = min(page.rowsperstrip or page.imagelength, page.imagelength) * page.imagewidth
+    size = pixels * samples * 2
+    for offset, count in zip(page.dataoffsets, page.databytecounts, strict=True):
+        if len(zlib.decompressobj().decompress(data[offset : offset + count], size + 1)) > size:
+            return False
+    return True
 
 
 def turned(samples: np.ndarray, orientation: int) -> np.ndarray:
