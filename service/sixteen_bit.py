@@ -1,7 +1,8 @@
 """16-bit colour uploads, read in full: Pillow has no 16-bit colour mode and narrows such images to 8 bits.
 
-A 16-bit RGB, RGBA or grey-and-alpha PNG is read with pypng, a TIFF of those with tifffile (none, Deflate and
-PackBits compression; LZW where imagecodecs is installed). Anything else, or a file these will not read, is
+A 16-bit RGB, RGBA or grey-and-alpha PNG is read with pypng, a TIFF of those with tifffile (uncompressed or
+Deflate: what bounds their inflating is checked here first, see ``_inflates_to_its_size``). Anything else (a
+TIFF compressed with LZW or PackBits, a stream that inflates past its image), or a file these will not read, is
 left to Pillow (``None``): an answer at 8 bits, or Pillow's own "truncated or corrupt".
 """
 
@@ -28,8 +29,8 @@ logging.getLogger("tifffile").setLevel(logging.CRITICAL)
 
 def wide_samples(image: Image.Image) -> np.ndarray | None:
     """The H×W×C uint16 samples of a 16-bit colour (or grey-and-alpha) PNG or TIFF, which Pillow would narrow
-    to 8 bits; None for any other image, and where the other decoder cannot read it (a TIFF compressed with
-    LZW needs imagecodecs, which tifffile does without here): Pillow reads it then, at 8 bits.
+    to 8 bits; None for any other image, and where these cannot read it safely (see the module's docstring):
+    Pillow reads it then, at 8 bits.
 
     Called before Pillow decodes: the header is parsed and ``image.fp`` still holds the upload.
     """
