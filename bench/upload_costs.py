@@ -1,0 +1,95 @@
+"""What a photo's decode and encode cost, by format: the uploads people send and the answers they may ask for.
+
+Scikit-image's astronaut (512×512 colour) as an 8-bit PNG, a 16-bit PNG (read with pypng, its inflating
+bounded first: Pillow has no 16-bit colour mode) and a JPEG; the test fixture's HEIC phone photo (64×48: only
+pillow-heif can write one, and the service reads HEIC with pi-heif in a child process); and the denoised
+answer encoded as each type a client may ask for with ``Accept``, with its size.
+
+    python -m bench.upload_costs              # prints the table, writes "Uploads: decode and encode"
+    python -m bench.upload_costs --no-write
+
+Each figure is the median over ``--repeats`` rounds of the mean time per call in a timed loop.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import io
+from functools import partial
+from pathlib import Path
+
+import numpy as np
+import png
+from PIL import Image
+
+from bench.common import device_description, publish
+from bench.costs import per_call_us
+from service.images import ACCEPTED_FORMATS, ANSWER_TYPES, encode_answer, load_picture, open_checked
+
+HEADING = "Uploads: decode and encode"
+HEIC = Path(__file__).resolve().parents[1] / "tests" / "fixtures" / "phone" / "coffee-turned.heic"
+LIMIT = 1 << 22
+
+
+def saved(pixels: np.ndarray, format: str, **options: object) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, format=format, **options)
+    return buffer.getvalue()
+
+
+def decode(upload: bytes) -> None:
+    load_picture(open_checked(upload, LIMIT))
+
+
+def measure(repeats: int) -> list[tuple[str, float, str]]:
+    """(what, µs per call, size) rows."""
+    from skimage import data
+
+    photo = data.astronaut()
+    wide = io.BytesIO()
+    png.Writer(512, 512, greyscale=False, bitdepth=16).write(wide, (photo.astype(np.uint16) * 257).reshape(512, -1))
+    uploads = {
+        "PNG": saved(photo, "PNG"),
+        "16-bit PNG": wide.getvalue(),
+        "JPEG (q95)": saved(photo, "JPEG", quality=95),
+    }
+    rows = []
+    for kind, upload in uploads.items():
+        rows.append((f"decode a 512×512 colour {kind}", per_call_us(partial(decode, upload), 20, repeats), kb(upload)))
+    if "HEIC" in ACCEPTED_FORMATS:
+        heic = HEIC.read_bytes()
+        decode(heic)  # the child process starts once
+        took = per_call_us(partial(decode, heic), 200, repeats)
+        rows.append(("decode a 64×48 HEIC, through the child process", took, kb(heic)))
+    picture = load_picture(open_checked(uploads["PNG"], LIMIT))
+    for media_type in ANSWER_TYPES:
+        encode = partial(encode_answer, picture.planes, picture, media_type)
+        rows.append((f"encode a 512×512 colour answer as {media_type}", per_call_us(encode, 10, repeats), kb(encode())))
+    return rows
+
+
+def kb(data: bytes) -> str:
+    return f"{len(data) / 1024:,.0f} KB"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=5, help="rounds per figure, the median kept (default 5)")
+    parser.add_argument("--no-write", action="store_true", help="print only; leave docs/benchmarks.md alone")
+    args = parser.parse_args(argv)
+    rows = measure(args.repeats)
+    lines = [
+        f"Measured {datetime.date.today()} on {device_description('cpu')} with `python -m bench.upload_costs`: "
+        f"each the median of {args.repeats} rounds of a timed loop, nothing else running.",
+        "",
+        "| what | ms | size |",
+        "| --- | ---: | ---: |",
+        *(f"| {what} | {us / 1000:,.2f} | {size} |" for what, us, size in rows),
+    ]
+    publish(HEADING, "\n".join(lines), write=not args.no_write)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
