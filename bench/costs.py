@@ -180,11 +180,16 @@ def table(rows: list[tuple[str, float, str]]) -> str:
     return "\n".join(lines)
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def cost_arguments(description: str, argv: list[str] | None) -> argparse.Namespace:
+    """The flags of a cost table's benchmark: ``--repeats`` (the median kept) and ``--no-write``."""
+    parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--repeats", type=int, default=5, help="rounds per figure, the median kept (default 5)")
     parser.add_argument("--no-write", action="store_true", help="print only; leave docs/benchmarks.md alone")
-    args = parser.parse_args(argv)
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = cost_arguments(__doc__.splitlines()[0], argv)
     rows = measure(args.repeats)
     body = "\n".join(
         [

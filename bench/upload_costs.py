@@ -13,7 +13,6 @@ Each figure is the median over ``--repeats`` rounds of the mean time per call in
 
 from __future__ import annotations
 
-import argparse
 import datetime
 import io
 from functools import partial
@@ -24,7 +23,7 @@ import png
 from PIL import Image
 
 from bench.common import device_description, publish
-from bench.costs import per_call_us
+from bench.costs import cost_arguments, per_call_us
 from service.images import ACCEPTED_FORMATS, ANSWER_TYPES, encode_answer, load_picture, open_checked
 
 HEADING = "Uploads: decode and encode"
@@ -74,10 +73,7 @@ def kb(data: bytes) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--repeats", type=int, default=5, help="rounds per figure, the median kept (default 5)")
-    parser.add_argument("--no-write", action="store_true", help="print only; leave docs/benchmarks.md alone")
-    args = parser.parse_args(argv)
+    args = cost_arguments(__doc__.splitlines()[0], argv)
     rows = measure(args.repeats)
     lines = [
         f"Measured {datetime.date.today()} on {device_description('cpu')} with `python -m bench.upload_costs`: "

@@ -22,6 +22,7 @@ from starlette.middleware.cors import CORSMiddleware
 from service.batcher import Arrivals
 from service.decode_process import DECODE_PROCESS
 from service.errors import ServiceError
+from service.images import ACCEPTED_FORMATS
 from service.logs import install_request_id_factory
 from service.middleware import ApiKeyMiddleware, ArrivalMiddleware, BodyLimitMiddleware, RequestContextMiddleware
 from service.registry import ModelStore, StartupError
@@ -40,11 +41,11 @@ OPEN_PATHS = frozenset(
 )
 OPEN_PREFIXES = ("/static/", DOCS_STATIC_PATH + "/")
 
-DESCRIPTION = """Denoising autoencoders trained on MNIST-style 28×28 digits, served with dynamic batching.
+DESCRIPTION = f"""Denoising autoencoders trained on MNIST-style 28×28 digits, served with dynamic batching.
 
-Upload an image as `multipart/form-data` field `file` (PNG, JPEG, BMP, TIFF, WebP, GIF first frame, AVIF,
-HEIC, any mode). Errors are JSON `{"detail": ...}` saying what to fix. When the service runs with an API key,
-send it as `Authorization: Bearer <key>` or `X-API-Key: <key>`.
+Upload an image as `multipart/form-data` field `file`:
+{ACCEPTED_FORMATS}, any mode (a GIF's or TIFF's first frame). Errors are JSON `{{"detail": ...}}` saying what to
+fix. When the service runs with an API key, send it as `Authorization: Bearer <key>` or `X-API-Key: <key>`.
 """
 
 

@@ -94,13 +94,12 @@ class Denoised:
     width: int
     height: int
     reconstruction_mse: float  # model input vs model output
-    denoised_image: bytes  # in media_type: PNG for a JSON answer
+    denoised_image: bytes  # a PNG for a JSON answer, else of the type the request's Accept asked for
     latency_ms: float
     noise: NoiseSpec | None = None
     scores: Scores | None = None
     noisy_png: bytes | None = None  # left out when the client asked for the denoised image alone
     reason: str = ""  # why this model answered (named, or chosen for the image)
-    media_type: str = "image/png"  # of denoised_image
 
 
 def mse(a: np.ndarray, b: np.ndarray) -> float:
@@ -230,8 +229,7 @@ class Denoiser:
         ``answer_type`` None); or the denoised image alone, as the ``answer_type`` asked for (an image answer)."""
         clean = prepared.clean
         pixels = clean.height * clean.width
-        media_type = answer_type or "image/png"
-        denoised = await run_sized(pixels, encode_answer, output.planes, clean, media_type)
+        denoised = await run_sized(pixels, encode_answer, output.planes, clean, answer_type or "image/png")
         noisy_png = None
         if answer_type is None and prepared.noisy is not None:
             noisy_png = await run_sized(pixels, encode_picture, prepared.noisy.planes, clean)
@@ -241,7 +239,6 @@ class Denoiser:
             height=clean.height,
             reconstruction_mse=output.reconstruction_mse,
             denoised_image=denoised,
-            media_type=media_type,
             latency_ms=(time.perf_counter() - started) * 1000.0,
             noise=prepared.noise,
             scores=self.measure(prepared, output),

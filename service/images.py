@@ -51,11 +51,8 @@ def _heic_reader() -> bool:
 # wheels since 11.3 do. HEIC is not among them: the server never opens one (``open_checked``).
 _OPEN_FORMATS = ("PNG", "JPEG", "BMP", "TIFF", "WEBP", "GIF") + (("AVIF",) if features.check("avif") else ())
 _READS_HEIC = _heic_reader()
-_SHOWN = {"WEBP": "WebP", "HEIF": "HEIC"}
-_ACCEPTED = _OPEN_FORMATS + (("HEIF",) if _READS_HEIC else ())
-ACCEPTED_FORMATS = ", ".join(_SHOWN.get(name, name) for name in _ACCEPTED[:-1]) + (
-    f" or {_SHOWN.get(_ACCEPTED[-1], _ACCEPTED[-1])}"
-)
+_SHOWN = [name.replace("WEBP", "WebP") for name in _OPEN_FORMATS] + (["HEIC"] if _READS_HEIC else [])
+ACCEPTED_FORMATS = ", ".join(_SHOWN[:-1]) + f" or {_SHOWN[-1]}"
 # ISO-BMFF brands of HEVC-coded HEIF (pi-heif's list); AVIF shares the container with other brands.
 _HEIC_BRANDS = frozenset({b"heic", b"heix", b"heim", b"heis", b"hevc", b"hevx", b"hevm", b"hevs"})
 _AVIF_BRANDS = frozenset({b"avif", b"avis"})
@@ -123,7 +120,7 @@ async def open_upload(data: bytes, max_pixels: int) -> Image.Image:
     """``open_checked`` for the event loop: a HEIC's trip to the child process waits in a worker thread."""
     if _is_heic(data):
         return await anyio.to_thread.run_sync(_open_heic, data, max_pixels)
-    return open_checked(data, max_pixels)
+    return _open(data, max_pixels, _OPEN_FORMATS)
 
 
 def _open(data: bytes, max_pixels: int, formats: tuple[str, ...]) -> Image.Image:

@@ -141,8 +141,8 @@ def ascii_header(text: str) -> str:
     return text.replace("×", "x").encode("ascii", "replace").decode("ascii")
 
 
-def png_headers(result: Denoised) -> dict[str, str]:
-    """What the JSON body would say besides the image, for a client that asked for the PNG alone."""
+def image_headers(result: Denoised) -> dict[str, str]:
+    """What the JSON body would say besides the image, for a client that asked for the image alone."""
     headers = {
         "X-Model": ascii_header(result.model),
         "X-Model-Reason": ascii_header(result.reason),
@@ -214,7 +214,7 @@ async def denoise(request: Request) -> Response | DenoiseResponse:
     noise = _noise(form.noise, form.level, form.seed)
     result = await _store(request).denoise_upload(form.model, upload.data, noise, _arrival(request), answer_type)
     if answer_type is not None:
-        return Response(result.denoised_image, media_type=result.media_type, headers=png_headers(result))
+        return Response(result.denoised_image, media_type=answer_type, headers=image_headers(result))
     return json_body(result)
 
 
