@@ -22,6 +22,7 @@ from starlette.middleware.cors import CORSMiddleware
 from service.batcher import Arrivals
 from service.decode_process import DECODE_PROCESS
 from service.errors import ServiceError
+from service.forms import HOW_TO_SEND
 from service.images import ACCEPTED_FORMATS
 from service.logs import install_request_id_factory
 from service.middleware import ApiKeyMiddleware, ArrivalMiddleware, BodyLimitMiddleware, RequestContextMiddleware
@@ -57,7 +58,9 @@ def readable_validation_errors(errors: list[dict[str, Any]]) -> list[dict[str, s
         field = ".".join(parts) or "form"
         message = str(error.get("msg", "invalid")).removeprefix("Value error, ")
         if error.get("type") == "missing" and field == "file":
-            message += ": send the image as a multipart/form-data field named 'file'"
+            message += f": {HOW_TO_SEND}"
+        elif error.get("type") == "missing" and error.get("loc", ("",))[0] == "query":  # the body was the image
+            message += f" in the query string (?{field}=...), as the body is the image"
         elif error.get("type") == "extra_forbidden":
             message = "unknown field: check its name against /docs (the image goes in 'file')"
         readable.append({"field": field, "message": message})

@@ -32,6 +32,12 @@ class BadForm(ServiceError):
     status_code = 400
 
 
+class UnsupportedBody(ServiceError):
+    """A body of a type that cannot carry an image (a form urlencoded)."""
+
+    status_code = 415
+
+
 class ClientGone(ServiceError):
     """The client left before its body was whole. No one reads the answer; its status is what the metrics and
     the access log count (nginx's 499, "client closed request"), not a 400 for a mistake nobody made."""

@@ -125,7 +125,7 @@ async def open_upload(data: bytes, max_pixels: int) -> Image.Image:
 
 def _open(data: bytes, max_pixels: int, formats: tuple[str, ...]) -> Image.Image:
     if not data:
-        raise BadImage(f"the upload is empty: send an image file ({ACCEPTED_FORMATS}) in field 'file'")
+        raise BadImage(f"the upload is empty: send an image file ({ACCEPTED_FORMATS}) in field 'file' or as the body")
     try:
         # Only the accepted formats' plugins look at the bytes: fewer decoders exposed, and no time spent
         # asking every other plugin whether it recognises them.

@@ -52,6 +52,7 @@ _ERROR_TEXT = {
     401: "the API key is missing or wrong (only when DAE_API_KEY is set)",
     404: "no model by that name",
     413: "too many bytes, or an image declaring too many pixels",
+    415: "the body cannot carry an image: send a multipart form or the image itself (image/*)",
     422: "a field is missing, misnamed, or has a bad value",
     503: "not ready yet, or the queue is full: retry after Retry-After seconds",
     504: "no answer within the request deadline",
@@ -182,7 +183,7 @@ def _noise(noise: str | None, level: float | None, seed: int | None) -> NoiseSpe
 @router.post(
     "/corrupt",
     response_class=Response,
-    responses={**_PNG_RESPONSE, **errors(400, 413, 422)},
+    responses={**_PNG_RESPONSE, **errors(400, 413, 415, 422)},
     openapi_extra=form_body(CorruptForm),
     summary="Corrupt an image with a chosen noise",
 )
@@ -199,7 +200,7 @@ async def corrupt(request: Request) -> Response:
     "/denoise",
     response_model=DenoiseResponse,
     response_model_exclude_none=True,
-    responses={**_IMAGE_RESPONSE, **errors(400, 404, 413, 422, 503, 504)},
+    responses={**_IMAGE_RESPONSE, **errors(400, 404, 413, 415, 422, 503, 504)},
     openapi_extra=form_body(DenoiseForm),
     summary="Denoise an image (optionally corrupting it first)",
 )
@@ -230,7 +231,7 @@ def _batch_item(index: int, filename: str | None, outcome: Denoised | ServiceErr
     "/denoise/batch",
     response_model=BatchResponse,
     response_model_exclude_none=True,
-    responses=errors(400, 404, 413, 422, 503),
+    responses=errors(400, 404, 413, 415, 422, 503),
     openapi_extra=form_body(DenoiseBatchForm),
     summary="Denoise several images in one request",
 )

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import base64
+from io import BytesIO
 from typing import Any
 
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 from models.checkpoint import load_checkpoint
 from tests.conftest import CHECKPOINT_DIR, FIXTURE_ROOT
@@ -244,3 +246,76 @@ def test_the_noise_types_come_from_one_list(client: AppClient, digit: bytes, mon
 
 def invert(x: torch.Tensor, level: float | torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
     return 1.0 - x
+
+
+# The image as the body itself, options in the query string: `curl --data-binary @photo.jpg -H 'Content-Type:
+# image/jpeg'`, `fetch(url, {body: blob})`, HTTPie, and most image pipelines post an image so.
+@pytest.mark.parametrize("content_type", ["image/jpeg", "application/octet-stream"])
+def test_an_image_sent_as_the_body_is_answered_as_the_same_image_in_a_form(
+    client: AppClient, content_type: str
+) -> None:
+    photo = sorted((FIXTURE_ROOT / "natural" / "set12").glob("*.png"))[0]
+    jpeg = _as_jpeg(photo.read_bytes())
+    query = {"noise": "gaussian", "level": "0.1", "seed": "4"}
+    raw = client.post("/denoise", params=query, content=jpeg, headers={"Content-Type": content_type})
+    form = client.post("/denoise", files=upload(jpeg, "photo.jpg"), data=query)
+    assert raw.status_code == form.status_code == 200, raw.text
+    raw_body, form_body = raw.json(), form.json()
+    assert raw_body["model"] == form_body["model"] == "photo-blind"  # no model named: the photo model, as in a form
+    assert raw_body["denoised_png"] == form_body["denoised_png"]
+    assert raw_body["denoised_psnr_db"] > raw_body["noisy_psnr_db"] + 3
+    as_png = client.post(
+        "/denoise",
+        params={"model": "photo-blind"},
+        content=jpeg,
+        headers={"Content-Type": content_type, "Accept": "image/png"},
+    )
+    assert as_png.headers["content-type"] == "image/png" and as_png.headers["x-model"] == "photo-blind"
+    corrupted = client.post("/corrupt", params=query, content=jpeg, headers={"Content-Type": content_type})
+    assert corrupted.content == client.post("/corrupt", files=upload(jpeg), data=query).content
+    batch = client.post("/denoise/batch", params=query, content=jpeg, headers={"Content-Type": content_type})
+    assert [item["result"]["denoised_png"] for item in batch.json()["results"]] == [form_body["denoised_png"]]
+
+
+def _as_jpeg(png: bytes) -> bytes:
+    buffer = BytesIO()
+    with Image.open(BytesIO(png)) as image:
+        image.save(buffer, "JPEG", quality=95)
+    return buffer.getvalue()
+
+
+def test_a_body_that_cannot_be_an_image_or_options_in_the_wrong_place_say_how_to_send_it(
+    client: AppClient, digit: bytes
+) -> None:
+    # curl --data-binary @digit.png with no Content-Type sends it as a urlencoded form.
+    urlencoded = client.post("/denoise", content=digit, headers={"Content-Type": "application/x-www-form-urlencoded"})
+    assert urlencoded.status_code == 415
+    assert "Content-Type image/*" in urlencoded.json()["detail"] and "-F file=@" in urlencoded.json()["detail"]
+    no_noise = client.post("/corrupt", content=digit, headers={"Content-Type": "image/png"})
+    assert no_noise.status_code == 422 and "noise: Field required in the query string" in no_noise.json()["detail"]
+    twice = client.post("/denoise", params={"model": "conv-blind"}, files=upload(digit), data={"model": "mlp-gaussian"})
+    assert twice.status_code == 422 and "model: given both in the query and the form" in twice.json()["detail"]
+    unknown = client.post(
+        "/denoise", params={"modle": "conv-blind"}, content=digit, headers={"Content-Type": "image/png"}
+    )
+    assert unknown.status_code == 422 and "modle: unknown field" in unknown.json()["detail"]
+    empty = client.post("/denoise", content=b"", headers={"Content-Type": "image/png"})
+    assert empty.status_code == 400 and "empty" in empty.json()["detail"]
+    json_body = client.post("/denoise", json={"file": "digit.png"})
+    assert json_body.status_code == 422 and "--data-binary" in json_body.json()["detail"]
+    # Options in the query string go with a form too.
+    assert (
+        client.post("/denoise", params={"model": "mlp-gaussian"}, files=upload(digit)).json()["model"] == "mlp-gaussian"
+    )
+
+
+def test_openapi_offers_the_image_as_the_body_with_the_options_in_the_query(client: AppClient) -> None:
+    operation = client.get("/openapi.json").json()["paths"]["/denoise"]["post"]
+    assert {"multipart/form-data", "image/*", "application/octet-stream"} <= set(operation["requestBody"]["content"])
+    assert {(p["name"], p["in"]) for p in operation["parameters"]} == {
+        ("model", "query"),
+        ("noise", "query"),
+        ("level", "query"),
+        ("seed", "query"),
+    }
+    assert "415" in operation["responses"]
