@@ -27,7 +27,7 @@ from service.images import ACCEPTED_FORMATS
 from service.logs import install_request_id_factory
 from service.middleware import ApiKeyMiddleware, ArrivalMiddleware, BodyLimitMiddleware, RequestContextMiddleware
 from service.registry import ModelStore, StartupError
-from service.routes import STATIC_DIR, batched_paths, router
+from service.routes import ANSWER_HEADERS, STATIC_DIR, batched_paths, router
 from service.settings import Settings
 from service.v2_routes import ProtocolErrorMiddleware
 from service.v2_routes import router as v2_router
@@ -151,10 +151,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 "Inference-Header-Content-Length",
             ],
             expose_headers=[
-                "X-Reconstruction-MSE",
-                "X-Model",
-                "X-Model-Reason",
-                "X-Noise-Seed",
+                *ANSWER_HEADERS,
                 "Retry-After",
                 "X-Request-ID",
                 "Inference-Header-Content-Length",

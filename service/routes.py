@@ -130,6 +130,19 @@ def wanted_image(request: Request) -> str | None:
     return listed[0][1] if json_at < 0 or listed[0][0] < json_at else None
 
 
+# The X- headers an image answer may carry (CORS exposes them to a page on another origin: service.app).
+ANSWER_HEADERS = (
+    "X-Model",
+    "X-Model-Reason",
+    "X-Reconstruction-MSE",
+    "X-Noise-Type",
+    "X-Noise-Level",
+    "X-Noise-Seed",
+    "X-Noisy-PSNR-dB",
+    "X-Denoised-PSNR-dB",
+)
+
+
 def noise_headers(spec: NoiseSpec | None) -> dict[str, str]:
     if spec is None:
         return {}

@@ -19,13 +19,14 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 from PIL import ImageFile
 
 from service import middleware
 from service.logs import JsonFormatter, TextFormatter
 from tests.conftest import REPO
-from tests.service.conftest import FIXED_SIZE_MODEL, AppClient, upload
+from tests.service.conftest import FIXED_SIZE_MODEL, AppClient, png_bytes, upload
 
 # Anything that turns bytes into Python objects by running their instructions.
 UNPICKLING = re.compile(
@@ -232,6 +233,20 @@ def test_cors_is_off_unless_origins_are_configured(client: AppClient, make_clien
     simple = configured.get("/models", headers={"Origin": "https://app.example"})
     assert simple.headers["access-control-allow-origin"] == "https://app.example"
     assert "x-request-id" in simple.headers["access-control-expose-headers"].lower()
+    # A page on that origin posts a photo as the body and reads every figure of the image answer from its headers.
+    photo = png_bytes(np.random.default_rng(0).integers(0, 256, (40, 50, 3), dtype=np.uint8))
+    image_preflight = {**preflight, "Origin": "https://app.example", "Access-Control-Request-Headers": "content-type"}
+    assert configured.request("OPTIONS", "/denoise", headers=image_preflight).status_code == 200
+    answer = configured.post(
+        "/denoise",
+        params={"noise": "gaussian", "seed": "1"},
+        content=photo,
+        headers={"Origin": "https://app.example", "Content-Type": "image/png", "Accept": "image/png"},
+    )
+    assert answer.status_code == 200
+    exposed = {name.strip() for name in answer.headers["access-control-expose-headers"].lower().split(",")}
+    carried = {name for name in answer.headers if name.startswith("x-")}
+    assert {"x-model", "x-noisy-psnr-db", "x-denoised-psnr-db", "x-noise-level"} <= carried <= exposed
 
 
 def test_every_answer_carries_a_request_id(make_client: Any, digit: bytes) -> None:
