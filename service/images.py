@@ -27,7 +27,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError, features
 
 from service.decode_process import DECODE_PROCESS, DecoderFailed
 from service.errors import BadImage, TooLarge
-from service.sixteen_bit import wide_samples
+from service.sixteen_bit import DECODED_SAMPLES, wide_samples
 
 
 def _heic_reader() -> bool:
@@ -175,7 +175,29 @@ def _decode_heic_here(data: bytes, max_pixels: int) -> Image.Image:
     decoded = Image.frombytes(image.mode, image.size, image.tobytes())
     if "icc_profile" in image.info:
         decoded.info["icc_profile"] = image.info["icc_profile"]
+    bit_depth = image.info.get("bit_depth", 8)
+    if isinstance(bit_depth, int) and 8 < bit_depth <= 16:
+        wide = _heic_samples(data, bit_depth, image.size)
+        if wide is not None:
+            decoded.info[DECODED_SAMPLES] = wide
     return decoded
+
+
+def _heic_samples(data: bytes, bit_depth: int, size: tuple[int, int]) -> np.ndarray | None:
+    """A HEIC of ``bit_depth`` > 8 (a camera's 10 or 12 bits: Pillow's plugin narrows it to 8) decoded again at
+    its depth, as H×W×C uint16 over the full 16-bit range; None where that picture is not the one of ``size``."""
+    import pi_heif
+
+    try:
+        heif = pi_heif.open_heif(io.BytesIO(data), convert_hdr_to_8bit=False)
+        raw = np.asarray(heif) if heif.size == size else None  # the primary picture, in the top bits of 16
+    # libheif's refusals of a file it decoded once already at 8 bits: the answer is that picture, not a 500
+    except (OSError, ValueError, RuntimeError, MemoryError):
+        return None
+    if raw is None or raw.dtype != np.uint16 or raw.shape[:2] != size[::-1]:
+        return None
+    samples = (raw >> (16 - bit_depth)).astype(np.float32) * np.float32(65535 / (2**bit_depth - 1))
+    return np.round(samples).astype(np.uint16).reshape(raw.shape[0], raw.shape[1], -1)
 
 
 def load_pixels(image: Image.Image) -> np.ndarray:

@@ -3,7 +3,9 @@
 A 16-bit RGB, RGBA or grey-and-alpha PNG is read with pypng, a TIFF of those with tifffile (uncompressed or
 Deflate: what bounds their inflating is checked here first, see ``_inflates_to_its_size``). Anything else (a
 TIFF compressed with LZW or PackBits, a stream that inflates past its image), or a file these will not read, is
-left to Pillow (``None``): an answer at 8 bits, or Pillow's own "truncated or corrupt".
+left to Pillow (``None``): an answer at 8 bits, or Pillow's own "truncated or corrupt". A 10- or 12-bit HEIC
+(a camera's) arrives from the decoder's child process already read, its samples in ``image.info`` under
+``DECODED_SAMPLES`` (``service.images``).
 """
 
 from __future__ import annotations
@@ -27,13 +29,20 @@ _TIFF_GREY_OR_RGB = frozenset({1, 2})  # photometric interpretation: min-is-blac
 logging.getLogger("tifffile").setLevel(logging.CRITICAL)
 
 
+# Where a decoder child leaves the samples it read at more than 8 bits (uint16, H×W×C), beside the 8-bit picture.
+DECODED_SAMPLES = "dae.decoded_samples"
+
+
 def wide_samples(image: Image.Image) -> np.ndarray | None:
     """The H×W×C uint16 samples of a 16-bit colour (or grey-and-alpha) PNG or TIFF, which Pillow would narrow
-    to 8 bits; None for any other image, and where these cannot read it safely (see the module's docstring):
-    Pillow reads it then, at 8 bits.
+    to 8 bits, or of a HEIC of more than 8 bits; None for any other image, and where these cannot read it safely
+    (see the module's docstring): Pillow reads it then, at 8 bits.
 
     Called before Pillow decodes: the header is parsed and ``image.fp`` still holds the upload.
     """
+    decoded = image.info.get(DECODED_SAMPLES)
+    if isinstance(decoded, np.ndarray):  # a PNG's text chunk of that name would be a str
+        return decoded
     if not isinstance(image, ImageFile.ImageFile) or image.fp is None:
         return None
     if isinstance(image, TiffImagePlugin.TiffImageFile):

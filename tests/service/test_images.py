@@ -39,6 +39,16 @@ NEEDS_HEIF = pytest.mark.skipif("HEIC" not in ACCEPTED_FORMATS, reason="pi-heif 
 # file's own transform, with EXIF orientation 6 beside it, and a colour profile (littlecms's sRGB standing in for
 # an iPhone's Display P3). pi-heif, what the service reads HEIC with, cannot write.
 PHONE_HEIC = FIXTURE_ROOT / "phone" / "coffee-turned.heic"
+# The same crop as a camera's 10-bit HEIF (Sony, Canon and Samsung save them), smoothed so that its levels fall
+# between 8-bit ones, saved lossless by pillow-heif (RGB 4:4:4): ``coffee_levels`` is its 10-bit picture.
+TEN_BIT_HEIC = FIXTURE_ROOT / "phone" / "coffee-10bit.heic"
+
+
+def coffee_levels() -> np.ndarray:
+    """The 10-bit levels (H×W×3) the 10-bit HEIC fixture was saved from, rebuilt from the coffee photo."""
+    crop = Image.open(FIXTURE_ROOT / "colour" / "coffee.png").convert("RGB").crop((16, 24, 80, 72))
+    smooth = crop.resize((128, 96), Image.Resampling.BICUBIC).resize((64, 48), Image.Resampling.BOX)
+    return np.clip(np.round(np.asarray(smooth, dtype=np.float32) / 255 * 1023), 0, 1023)
 
 
 def saved(image: Image.Image, format: str, **options: object) -> bytes:
@@ -127,6 +137,16 @@ def test_a_heic_phone_photo_decodes_turned_and_close_to_the_original() -> None:
     assert np.abs(picture.planes - turned).mean() < 0.02  # 37.3 dB when this was written
     assert picture.icc_profile is not None  # through the child process (littlecms dates its profiles: not bytes)
     assert "sRGB" in ImageCms.getProfileDescription(ImageCms.ImageCmsProfile(io.BytesIO(picture.icc_profile)))
+
+
+@NEEDS_HEIF
+def test_a_ten_bit_heic_keeps_its_ten_bits() -> None:
+    """Pillow's HEIF plugin narrows 10 and 12 bits to 8; the decoder's child reads the samples again at their
+    depth, and the picture is the 10-bit one, level for level (a 10-bit level is 64.06 16-bit ones)."""
+    picture = load_picture(open_checked(TEN_BIT_HEIC.read_bytes(), LIMIT))
+    assert picture.sixteen_bit and picture.planes.shape == (3, 48, 64)
+    np.testing.assert_allclose(np.moveaxis(picture.planes, 0, -1) * 1023, coffee_levels(), atol=0.01)
+    assert np.mean(coffee_levels() % 4 != 0) > 0.5  # levels no 8-bit picture holds
 
 
 @NEEDS_AVIF

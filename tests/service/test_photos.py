@@ -173,6 +173,21 @@ def test_a_sixteen_bit_colour_photo_comes_back_in_sixteen_bit_colour_and_better(
     assert png_samples(corrupted)[0] == 16 and png_samples(corrupted)[1].shape == clean.shape
 
 
+@pytest.mark.skipif("HEIC" not in ACCEPTED_FORMATS, reason="pi-heif does not load here")
+def test_a_ten_bit_heic_comes_back_in_sixteen_bit_colour(client: AppClient) -> None:
+    """A camera's 10-bit HEIF: the answers keep the levels between 8-bit ones (tests/service/test_images.py)."""
+    heic = (FIXTURE_ROOT / "phone" / "coffee-10bit.heic").read_bytes()
+    body = denoise(client, heic, noise="gaussian", level=10 / 255, seed=1)
+    assert body["model"] == "photo-blind" and body["denoised_psnr_db"] > body["noisy_psnr_db"]
+    for answer in (
+        base64.b64decode(body["denoised_png"]),
+        client.post("/corrupt", files=upload(heic), data={"noise": "none"}).content,
+    ):
+        depth, levels = png_samples(answer)
+        assert depth == 16 and levels.shape == (48, 64, 3)
+        assert np.count_nonzero(levels % 257) > levels.size // 2
+
+
 def test_a_photos_colour_profile_is_on_every_image_the_service_answers_with(client: AppClient) -> None:
     """A phone photo's pixels are Display P3 (here: littlecms's sRGB profile stands in): the noisy and denoised
     PNGs carry the upload's profile, so they show in the upload's colours, and so does /corrupt's."""
