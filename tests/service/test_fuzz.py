@@ -64,6 +64,7 @@ SEED_FILES = [
     wide_tiff(np.dstack([np.asarray(_GRADIENT, dtype=np.uint16) * 257] * 3), photometric="rgb", compression="zlib"),
     # HEIC where pi-heif loads (service.images); it cannot write, so the phone photo of the fixtures
     *([(FIXTURE_ROOT / "phone" / "coffee-turned.heic").read_bytes()] if "HEIC" in ACCEPTED_FORMATS else []),
+    *([(FIXTURE_ROOT / "phone" / "coffee-10bit.heic").read_bytes()] if "HEIC" in ACCEPTED_FORMATS else []),
 ]
 
 
