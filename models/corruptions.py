@@ -31,20 +31,28 @@ class Noise:
     default_level: float
     apply: AddNoise
     specialist: bool = True  # one of the types ``mixed`` draws among
+    # Where a photo starts on the demo page: inside what the photo model trained on (its default_level, 0.3 for
+    # Gaussian, is σ 76/255, past the photo model's 55/255); None: the default level.
+    photo_level: float | None = None
 
 
 NOISES: dict[str, Noise] = {}  # in registration order, the order people are shown them
 
 
 def register_noise(
-    name: str, label: str, level_means: str, default_level: float, specialist: bool = True
+    name: str,
+    label: str,
+    level_means: str,
+    default_level: float,
+    specialist: bool = True,
+    photo_level: float | None = None,
 ) -> Callable[[AddNoise], AddNoise]:
     """Add a corruption to ``NOISES`` under ``name`` (decorator)."""
 
     def wrap(apply: AddNoise) -> AddNoise:
         if name in NOISES:
             raise ValueError(f"noise {name!r} is already registered")
-        NOISES[name] = Noise(name, label, level_means, default_level, apply, specialist)
+        NOISES[name] = Noise(name, label, level_means, default_level, apply, specialist, photo_level)
         return apply
 
     return wrap
@@ -74,7 +82,8 @@ def _uniform(x: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor
     return torch.rand(x.shape, generator=generator, device=x.device, dtype=x.dtype)
 
 
-@register_noise("gaussian", "Gaussian", "σ of the zero-mean Gaussian noise added (then clamped)", 0.3)
+# photo_level 0.1: σ ≈ 25/255, the middle of the photo panel (training.photo_eval.PHOTO_PANEL)
+@register_noise("gaussian", "Gaussian", "σ of the zero-mean Gaussian noise added (then clamped)", 0.3, photo_level=0.1)
 def add_gaussian_noise(x: torch.Tensor, level: Level, generator: torch.Generator | None = None) -> torch.Tensor:
     """x + N(0, level²), clamped to [0, 1]."""
     noise = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
@@ -112,7 +121,9 @@ def mixed_noise_with_levels(
     return out, levels
 
 
-@register_noise("mixed", "mixed (blind)", "upper bound of the level each image draws", 0.5, specialist=False)
+@register_noise(
+    "mixed", "mixed (blind)", "upper bound of the level each image draws", 0.5, specialist=False, photo_level=0.2
+)
 def add_mixed_noise(x: torch.Tensor, level: Level, generator: torch.Generator | None = None) -> torch.Tensor:
     """Blind-denoising noise: each image draws a specialist type and a level uniform in [0, ``level``]."""
     return mixed_noise_with_levels(x, level, generator)[0]

@@ -279,7 +279,11 @@ async def list_noises() -> NoisesResponse:
     return NoisesResponse(
         noises=[
             NoiseInfoEntry(
-                name=noise.name, label=noise.label, level_means=noise.level_means, default_level=noise.default_level
+                name=noise.name,
+                label=noise.label,
+                level_means=noise.level_means,
+                default_level=noise.default_level,
+                photo_level=noise.default_level if noise.photo_level is None else noise.photo_level,
             )
             for noise in NOISES.values()
         ]

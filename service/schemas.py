@@ -176,6 +176,9 @@ class NoiseInfoEntry(BaseModel):
     label: str = Field(description="how to show it to people", examples=["salt & pepper"])
     level_means: str = Field(examples=["probability a pixel is replaced by 0 or 1"])
     default_level: float = Field(examples=[0.2])
+    photo_level: float = Field(
+        description="where the demo page starts a photo: within what the photo model was trained on", examples=[0.2]
+    )
 
 
 class NoisesResponse(BaseModel):

@@ -2,12 +2,15 @@
 "use strict";
 
 const defaultLevels = {}; // noise name → its default level, from GET /noises
+const photoLevels = {}; // noise name → where a photo starts: within the photo model's training (GET /noises)
 // The last choice of the noise list: add none, the upload is the noisy image (a user's own photo), denoised as it is.
 const AS_IT_IS = "";
 
 const $ = (id) => document.getElementById(id);
 let currentImage = null; // a Blob: the sample or the upload
 let currentUrl = null;
+let currentIsPhoto = false; // anything but a 28×28 digit: the service's own rule for its automatic model
+let levelMoved = false; // the user moved the level since choosing the noise: theirs is kept
 
 function setStatus(text, isError = false) {
   const status = $("status");
@@ -39,6 +42,7 @@ async function loadNoises() {
   select.replaceChildren();
   for (const noise of (await response.json()).noises) {
     defaultLevels[noise.name] = noise.default_level;
+    photoLevels[noise.name] = noise.photo_level;
     const option = document.createElement("option");
     option.value = noise.name;
     option.textContent = noise.label;
@@ -50,7 +54,16 @@ async function loadNoises() {
   asItIs.textContent = "none: my image is already noisy";
   asItIs.title = "denoise the image as it is; with no clean original there is no PSNR to show";
   select.append(asItIs);
-  $("level").value = defaultLevels[select.value];
+  resetLevel();
+}
+
+// The noise's starting level for the image shown: a photo's lies within the photo model's training (Gaussian σ
+// 0.3, the digits' default, is far past it and shows the model at its worst), a digit's is the reference default.
+function resetLevel() {
+  const noise = $("noise").value;
+  if (noise === AS_IT_IS || !(noise in defaultLevels)) return;
+  $("level").value = (currentIsPhoto ? photoLevels : defaultLevels)[noise];
+  levelMoved = false;
   updateLevelLabel();
 }
 
@@ -100,6 +113,17 @@ async function showClean(blob) {
     }
   }
   $("clean").src = currentUrl;
+  $("results").hidden = false;
+  try {
+    await $("clean").decode();
+  } catch {
+    return; // nothing the browser can show: the denoise request that follows says what is wrong
+  }
+  const isPhoto = !($("clean").naturalWidth === 28 && $("clean").naturalHeight === 28);
+  if (isPhoto !== currentIsPhoto) {
+    currentIsPhoto = isPhoto;
+    if (!levelMoved) resetLevel();
+  }
 }
 
 async function useImage(blob) {
@@ -182,11 +206,14 @@ function wire() {
   $("noise").addEventListener("change", () => {
     const asItIs = $("noise").value === AS_IT_IS;
     $("level").disabled = $("seed").disabled = asItIs;
-    if (!asItIs) $("level").value = defaultLevels[$("noise").value];
+    resetLevel();
     updateLevelLabel();
     if (currentImage) run();
   });
-  $("level").addEventListener("input", updateLevelLabel);
+  $("level").addEventListener("input", () => {
+    levelMoved = true;
+    updateLevelLabel();
+  });
   $("level").addEventListener("change", () => currentImage && run());
   $("model").addEventListener("change", () => currentImage && run());
   $("run").addEventListener("click", run);

@@ -228,3 +228,27 @@ def test_an_upload_the_browser_cannot_show_is_shown_as_the_service_reads_it(
     pixels = np.array(shown, dtype=np.uint8).reshape(photo.height, photo.width, 4)[..., :3].astype(int)
     error = np.abs(pixels - np.asarray(photo, dtype=int)).mean()
     assert error == 0 if kind == "tiff" else error < 5  # HEIC is lossy (37 dB here)
+
+
+def test_a_photo_starts_at_a_level_the_photo_model_was_trained_for(page: Any, server: LiveServer) -> None:
+    """Gaussian 0.3, the digits' default, is σ 76/255, past the photo model's 55/255: a photo starts at the photo
+    level GET /noises gives (σ 0.1), a digit at its reference default, and a level the user moved stays theirs."""
+    from models.corruptions import NOISES
+
+    page.goto(server.url + "/")
+    page.wait_for_function("document.querySelectorAll('#noise option').length > 0")
+    assert page.is_hidden("#results")  # no empty, broken-looking figures before an image is chosen
+    page.select_option("#noise", "gaussian")
+    assert float(page.input_value("#level")) == NOISES["gaussian"].default_level
+    page.click("button.sample[data-src$='photo-chelsea.png']")
+    page.wait_for_function("document.getElementById('denoised-psnr').textContent.includes('dB')")
+    assert float(page.input_value("#level")) == NOISES["gaussian"].photo_level == 0.1
+    assert "gaussian at 0.1 " in page.inner_text("#status")  # the request was made at the photo level
+    page.click("button.sample >> nth=0")  # a digit
+    page.wait_for_function("document.querySelector('#denoised').naturalWidth === 28")
+    assert float(page.input_value("#level")) == NOISES["gaussian"].default_level
+    page.fill("#level", "0.45")  # the user's own level (fill fires input and change)
+    page.wait_for_function("document.getElementById('status').textContent.includes('gaussian at 0.45 ')")
+    page.click("button.sample[data-src$='photo-chelsea.png']")
+    page.wait_for_function("document.querySelector('#denoised').naturalWidth === 451")
+    assert float(page.input_value("#level")) == 0.45
