@@ -38,7 +38,7 @@ from service.colour import has_impulses, merge_colour_estimates, to_opponent
 from service.errors import ServiceError
 from service.images import Picture, encode_answer, encode_picture, load_picture, run_sized
 from service.inference import Prediction, Runner
-from service.noise import NoiseSpec
+from service.noise import NoiseRequest, NoiseSpec
 from service.placement import Placement
 from service.tiles import Grid
 
@@ -131,17 +131,20 @@ class Denoiser:
         self.input_size: tuple[int, int] | None = (size[0], size[1]) if size else None  # (height, width)
 
     # decode → (corrupt)
-    async def decode(self, image: Image.Image, noise: NoiseSpec | None) -> Prepared:
-        """The upload (opened by ``images.open_checked``) as the model takes it; ``BadImage`` if it is corrupt."""
+    async def decode(self, image: Image.Image, noise: NoiseRequest | None) -> Prepared:
+        """The upload (opened by ``images.open_checked``) as the model takes it, with the noise asked for applied
+        (pinned for the picture it lands on: ``NoiseRequest.for_image``); ``BadImage`` if it is corrupt."""
         width, height = image.size
         return await run_sized(width * height, self._prepare, image, noise)
 
-    def _prepare(self, image: Image.Image, noise: NoiseSpec | None) -> Prepared:
+    def _prepare(self, image: Image.Image, noise: NoiseRequest | None) -> Prepared:
         clean = load_picture(image)
         if self.input_size is not None:
             clean = clean.resized(self.input_size)
-        noisy = None if noise is None else clean.with_planes(noise.apply(clean.planes))
-        return Prepared(clean, noisy, noise)
+        if noise is None:
+            return Prepared(clean, None, None)
+        spec = noise.for_image(clean.width, clean.height)
+        return Prepared(clean, clean.with_planes(spec.apply(clean.planes)), spec)
 
     # tile → batch → predict → stitch
     async def predict(self, prepared: Prepared, arrival: ArrivalToken | None = None) -> Output:
@@ -250,7 +253,7 @@ class Denoiser:
     async def denoise(
         self,
         image: Image.Image,
-        noise: NoiseSpec | None,
+        noise: NoiseRequest | None,
         arrival: ArrivalToken | None = None,
         answer_type: str | None = None,
         started: float | None = None,

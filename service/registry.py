@@ -29,13 +29,11 @@ from service.images import open_upload
 from service.inference import InferenceRunner, Runner
 from service.inference_process import InferenceProcess, ProcessRunner
 from service.logs import log_config
-from service.noise import NoiseSpec
+from service.noise import DIGIT_SIZE, NoiseRequest
 from service.placement import WorkerPlan, plan_worker
 from service.settings import Settings
 
 log = logging.getLogger(__name__)
-
-DIGIT_SIZE = (28, 28)  # (height, width) of the images the digit models were trained on
 
 
 class StartupError(Exception):
@@ -246,7 +244,7 @@ class ModelStore:
         self,
         name: str | None,
         data: bytes,
-        noise: NoiseSpec | None,
+        noise: NoiseRequest | None,
         arrival: ArrivalToken | None,
         answer_type: str | None = None,
     ) -> Denoised:
@@ -259,12 +257,12 @@ class ModelStore:
         return await denoiser.denoise(image, noise, arrival, answer_type, started, reason)
 
     async def denoise_uploads(
-        self, name: str | None, uploads: list[bytes], noises: list[NoiseSpec | None], arrival: ArrivalToken | None
+        self, name: str | None, uploads: list[bytes], noises: list[NoiseRequest | None], arrival: ArrivalToken | None
     ) -> list[Denoised | ServiceError]:
         """Several uploads at once, so that they share batches; an upload that fails carries its own error
         while the others are answered."""
 
-        async def one(data: bytes, noise: NoiseSpec | None) -> Denoised | ServiceError:
+        async def one(data: bytes, noise: NoiseRequest | None) -> Denoised | ServiceError:
             try:
                 return await self.denoise_upload(name, data, noise, arrival)
             except ServiceError as exc:

@@ -23,7 +23,7 @@ from service.errors import InvalidField, ServiceError, Unavailable
 from service.forms import form_body, read_form
 from service.images import ANSWER_TYPES
 from service.middleware import ARRIVAL_SCOPE_KEY
-from service.noise import NoiseSpec, corrupt_upload
+from service.noise import NoiseRequest, NoiseSpec, corrupt_upload
 from service.registry import ModelStore
 from service.schemas import (
     BatchItem,
@@ -189,8 +189,8 @@ def json_body(result: Denoised) -> DenoiseResponse:
     return response
 
 
-def _noise(noise: str | None, level: float | None, seed: int | None) -> NoiseSpec | None:
-    return None if noise is None else NoiseSpec.choose(noise, level, seed)
+def _noise(noise: str | None, level: float | None, seed: int | None) -> NoiseRequest | None:
+    return None if noise is None else NoiseRequest.choose(noise, level, seed)
 
 
 @router.post(
@@ -204,8 +204,8 @@ async def corrupt(request: Request) -> Response:
     """The upload with noise applied, as a PNG of the upload's size. The same seed and image give the
     same bytes; the noise applied is echoed in the ``X-Noise-*`` headers."""
     form, (upload,) = await read_form(request, CorruptForm, max_files=1)
-    spec = NoiseSpec.choose(form.noise, form.level, form.seed)
-    png = await corrupt_upload(upload.data, spec, _settings(request).max_image_pixels)
+    noise = NoiseRequest.choose(form.noise, form.level, form.seed)
+    png, spec = await corrupt_upload(upload.data, noise, _settings(request).max_image_pixels)
     return Response(png, media_type="image/png", headers=noise_headers(spec))
 
 
@@ -264,7 +264,7 @@ async def denoise_batch(request: Request) -> BatchResponse:
             f"file: more than {settings.max_batch_files} images; send at most "
             f"{settings.max_batch_files} per request (DAE_MAX_BATCH_FILES)"
         )
-    noises = NoiseSpec.for_batch(len(uploads), form.noise, form.level, form.seed)
+    noises = NoiseRequest.for_batch(len(uploads), form.noise, form.level, form.seed)
     outcomes = await store.denoise_uploads(form.model, [upload.data for upload in uploads], noises, _arrival(request))
     return BatchResponse(
         results=[

@@ -25,7 +25,11 @@ def _known_noise(name: str) -> str:
 # A string checked against ``models.corruptions.NOISES`` (the one list of noise types), shown as their enum.
 NoiseName = Annotated[str, AfterValidator(_known_noise), WithJsonSchema({"type": "string", "enum": list(NOISES)})]
 _NOISE_LIST = "; ".join(f"`{noise.name}`: {noise.level_means}" for noise in NOISES.values() if noise.name != "none")
-_DEFAULTS = ", ".join(f"{noise.name} {noise.default_level:g}" for noise in NOISES.values() if noise.name != "none")
+_DEFAULTS = ", ".join(
+    f"{noise.name} {noise.default_level:g}" + ("" if noise.photo_level is None else f" ({noise.photo_level:g})")
+    for noise in NOISES.values()
+    if noise.name != "none"
+)
 _PNG_EXAMPLE = (
     "iVBORw0KGgoAAAANSUhEUgAAAAQAAAAECAAAAACMmsGiAAAAEklEQVR4AWNgAIP//4EUmADSACfsA/3ZR/65AAAAAElFTkSuQmCC"  # 4×4
 )
@@ -43,7 +47,8 @@ class NoiseOptions(BaseModel):
         ge=0.0,
         le=1.0,
         allow_inf_nan=False,
-        description=f"noise strength in [0, 1]. {_NOISE_LIST}. Default per noise: {_DEFAULTS}",
+        description=f"noise strength in [0, 1]. {_NOISE_LIST}. Default per noise, for a 28×28 digit (and in brackets "
+        f"for any other image, a photo, where it differs): {_DEFAULTS}",
         examples=[0.3],
     )
     seed: int | None = Field(

@@ -12,6 +12,7 @@ import torch
 from PIL import Image
 
 from models.checkpoint import load_checkpoint
+from models.corruptions import NOISES
 from tests.conftest import CHECKPOINT_DIR, FIXTURE_ROOT
 from tests.service.conftest import FIXED_SIZE_MODEL, AppClient, decode_png, denoise, png_bytes, shipped_models, upload
 
@@ -49,9 +50,27 @@ def test_corrupt_returns_a_png_of_the_uploads_size_and_echoes_the_noise(client: 
     assert response.headers["content-type"] == "image/png"
     noisy = decode_png(response.content)
     assert noisy.shape == (30, 40)
-    assert noisy.std() > 10  # σ = 0.3 of the range: clearly not the flat input any more
-    assert (response.headers["x-noise-type"], response.headers["x-noise-level"]) == ("gaussian", "0.3")
+    assert 20 < noisy.std() < 30  # σ = 0.1 of the range (25.5 levels): clearly not the flat input any more
+    # Anything but a 28×28 digit is a photo to the service: the photo level, within the photo model's training
+    assert (response.headers["x-noise-type"], response.headers["x-noise-level"]) == ("gaussian", "0.1")
     assert response.headers["x-noise-seed"] == "7"
+    level = client.post("/corrupt", files=upload(png_bytes(image), "a.png"), data={"noise": "gaussian", "level": "0.3"})
+    assert level.headers["x-noise-level"] == "0.3"  # a level given is the level used
+
+
+@pytest.mark.parametrize("noise", list(NOISES))
+def test_a_level_left_out_is_the_digits_default_for_a_digit_and_the_photo_level_for_a_photo(
+    client: AppClient, digit: bytes, noise: str
+) -> None:
+    photo = png_bytes(np.full((30, 40), 128, dtype=np.uint8))
+    expected = {"digit": NOISES[noise].default_level, "photo": NOISES[noise].photo_level or NOISES[noise].default_level}
+    for kind, image in (("digit", digit), ("photo", photo)):
+        corrupted = client.post("/corrupt", files=upload(image), data={"noise": noise, "seed": "1"})
+        assert float(corrupted.headers["x-noise-level"]) == pytest.approx(expected[kind], rel=1e-5), kind
+        body = denoise(client, image, noise=noise, seed=1)
+        assert body["noise"]["level"] == pytest.approx(expected[kind]), kind
+        assert body["noisy_png"] == base64.b64encode(corrupted.content).decode()  # the same noise, both routes
+    assert NOISES["gaussian"].photo_level == 0.1
 
 
 @pytest.mark.parametrize("noise", ["gaussian", "salt_pepper", "masking", "mixed"])
