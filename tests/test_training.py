@@ -31,7 +31,7 @@ from training.init_from import initialise_from
 from training.photos import load_photos
 from training.study.config import StudyConfig
 from training.study.zoo import SPEC_BY_NAME, ModelZoo
-from training.train import TrainConfig, validation_psnr
+from training.train import TrainConfig, training_loss, validation_psnr
 
 QUICK = ["--data-root", str(FIXTURE_ROOT), "--batch-size", "32", "--seed", "3"]
 PHOTO_FOLDER = FIXTURE_ROOT / "natural" / "train400"  # six 48×48 crops of real train400 photos
@@ -515,6 +515,27 @@ def test_cuda_graphs_without_cuda_are_refused(tmp_path: Path) -> None:
     out = tmp_path / "x"
     assert train_main([*QUICK, "--epochs", "1", "--device", "cpu", "--cuda-graphs", "--out", str(out)]) == 2
     assert not out.with_suffix(".json").exists()
+
+
+def test_log_mse_pulls_on_a_faint_error_as_hard_as_mean_psnr_weighs_it() -> None:
+    """--loss log-mse is minus the batch's mean PSNR: the faint image's error, a tenth of the heavy one's, gets
+    ten times its pull per pixel, where the plain MSE gives it a tenth."""
+    clean = torch.rand(2, 1, 16, 16, generator=torch.Generator().manual_seed(0))
+    error = torch.tensor([0.03, 0.3]).view(2, 1, 1, 1) * torch.ones_like(clean)
+    pulls = {}
+    for loss in ("mse", "log-mse"):
+        out = (clean + error).requires_grad_()
+        value = training_loss(out, clean, loss)
+        value.backward()
+        assert out.grad is not None
+        pulls[loss] = out.grad.flatten(1).norm(dim=1)
+        if loss == "log-mse":
+            psnr = -10 * torch.log10(error.square().flatten(1).mean(1))
+            assert value.item() == pytest.approx(-psnr.mean().item(), abs=0.05)  # the floor, 1e-5, barely shows
+    assert pulls["mse"][0] / pulls["mse"][1] == pytest.approx(0.1, rel=1e-3)
+    assert pulls["log-mse"][0] / pulls["log-mse"][1] == pytest.approx(10, rel=0.02)
+    with pytest.raises(ValueError, match="--loss must be one of mse, log-mse"):
+        training_loss(clean, clean, "l1")
 
 
 def test_init_from_fine_tunes_a_checkpoint_and_records_where_its_weights_came_from(tmp_path: Path) -> None:

@@ -48,6 +48,10 @@ from training.photos import PHOTO_DATASETS, PHOTO_VAL_FRACTION, load_photos
 from training.resume import Progress, load_training_state, save_training_state
 
 PRECISIONS = ("auto", "float32", "bfloat16")  # --precision: the spellings of DAE_INFERENCE_DTYPE
+LOSSES = ("mse", "log-mse")
+# log-mse's floor: an image's error counts down to 50 dB and no further, so that a patch with next to no noise,
+# whose error the model can hardly lower, does not take over the batch's gradient (its weight is 1/(MSE + floor)).
+LOG_MSE_FLOOR = 1e-5
 # The validation noise, the same for every run whatever its --seed (99 was seed 0's), so that validation figures
 # compare across runs and fine-tuning stages: each stage of photo-blind has its own seed.
 VALIDATION_NOISE_SEED = 99
@@ -115,6 +119,15 @@ class TrainConfig:
         default=None,
         metadata={
             "help": "steps per epoch for patch training; default: one pass worth of patches over the train images"
+        },
+    )
+    loss: str = field(
+        default="mse",
+        metadata={
+            "help": "mse: the batch's mean squared error ‖x − f(x̃)‖²; log-mse: the mean over the batch of each image's "
+            "10·log10(MSE + 1e-5), minus its PSNR, so that a faint-noise patch's small error weighs as much as a "
+            "heavy one's (mean PSNR is what dae-eval reports)",
+            "choices": LOSSES,
         },
     )
     lr: float = field(default=1e-3, metadata={"help": "Adam's learning rate"})
@@ -263,6 +276,16 @@ def add_training_noise(clean: torch.Tensor, cfg: TrainConfig, generator: torch.G
     return corrupt(clean, cfg.noise, cfg.noise_level, generator)
 
 
+def training_loss(out: torch.Tensor, clean: torch.Tensor, loss: str) -> torch.Tensor:
+    """``--loss``: the batch's MSE, or the mean of each image's 10·log10(MSE + ``LOG_MSE_FLOOR``)."""
+    if loss == "mse":
+        return F.mse_loss(out, clean)
+    if loss == "log-mse":
+        per_image = (out - clean).square().flatten(1).mean(1)
+        return 10 * torch.log10(per_image + LOG_MSE_FLOOR).mean()
+    raise ValueError(f"--loss must be one of {', '.join(LOSSES)}, not {loss!r}")
+
+
 def prepare(x: torch.Tensor, channels_last: bool) -> torch.Tensor:
     # channels-last pays for convolutions (oneDNN and cuDNN both prefer NHWC); MLPs just flatten.
     return x.contiguous(memory_format=torch.channels_last) if channels_last else x
@@ -274,6 +297,8 @@ def train(cfg: TrainConfig) -> ModelCard | None:
         validate_level(cfg.noise_level)
     if cfg.val_images < 0:
         raise ValueError(f"--val-images must be 0 or more, not {cfg.val_images}")
+    if cfg.loss not in LOSSES:
+        raise ValueError(f"--loss must be one of {', '.join(LOSSES)}, not {cfg.loss!r}")
     for flag, share in (("--gaussian-share", cfg.gaussian_share), ("--faint-share", cfg.faint_share)):
         if share is None:
             continue
@@ -311,7 +336,7 @@ def train(cfg: TrainConfig) -> ModelCard | None:
         # No cast cache: a CUDA graph must not keep the capture's casts (each weight is cast once a step anyway).
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16, cache_enabled=False):
             out = ddp_model(noisy)
-        loss = F.mse_loss(out.float(), clean)
+        loss = training_loss(out.float(), clean, cfg.loss)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
