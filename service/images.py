@@ -21,6 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import TypeVar
 
+import anyio
 import anyio.to_thread
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError, features
@@ -116,10 +117,16 @@ def open_checked(data: bytes, max_pixels: int) -> Image.Image:
     return _open(data, max_pixels, _OPEN_FORMATS)
 
 
+# The child decodes one HEIC at a time, and the thread that sent one waits for it: without a limiter of their own,
+# a burst of HEIC uploads (a 12-megapixel one takes 1.8 s) would hold every thread of anyio's pool, which every
+# large image's decode and encode needs (``run_sized``). Two: one decoding, the next ready behind it.
+_HEIC_WAITS = anyio.CapacityLimiter(2)
+
+
 async def open_upload(data: bytes, max_pixels: int) -> Image.Image:
     """``open_checked`` for the event loop: a HEIC's trip to the child process waits in a worker thread."""
     if _is_heic(data):
-        return await anyio.to_thread.run_sync(_open_heic, data, max_pixels)
+        return await anyio.to_thread.run_sync(_open_heic, data, max_pixels, limiter=_HEIC_WAITS)
     return _open(data, max_pixels, _OPEN_FORMATS)
 
 
