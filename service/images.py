@@ -28,6 +28,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError, features
 
 from service.decode_process import DECODE_PROCESS, DecoderFailed
 from service.errors import BadImage, TooLarge
+from service.metadata import answer_exif, png_exif, profile_for
 from service.sixteen_bit import DECODED_SAMPLES, wide_samples
 
 
@@ -180,8 +181,9 @@ def _decode_heic_here(data: bytes, max_pixels: int) -> Image.Image:
     if image.size != (width, height):
         raise BadImage(f"the HEIC image declares {width}×{height} but decodes to {image.width}×{image.height}")
     decoded = Image.frombytes(image.mode, image.size, image.tobytes())
-    if "icc_profile" in image.info:
-        decoded.info["icc_profile"] = image.info["icc_profile"]
+    for key in ("icc_profile", "exif"):
+        if key in image.info:
+            decoded.info[key] = image.info[key]
     bit_depth = image.info.get("bit_depth", 8)
     if isinstance(bit_depth, int) and 8 < bit_depth <= 16:
         wide = _heic_samples(data, bit_depth, image.size)
@@ -248,9 +250,9 @@ def _png_chunk(tag: bytes, body: bytes) -> bytes:
     return struct.pack(">I", len(body)) + tag + body + struct.pack(">I", zlib.crc32(tag + body))
 
 
-def write_png(pixels: np.ndarray, icc_profile: bytes | None = None) -> bytes:
+def write_png(pixels: np.ndarray, icc_profile: bytes | None = None, exif: bytes | None = None) -> bytes:
     """H×W (grey) or H×W×C (grey and alpha, RGB, RGBA) uint8 or uint16 samples → PNG bytes, with the colour
-    profile in an iCCP chunk when there is one.
+    profile in an iCCP chunk and the EXIF in an eXIf chunk when there are.
 
     Written directly (signature, IHDR, one IDAT of unfiltered rows, IEND) rather than through Pillow:
     for the 28×28 images this service mostly answers, Pillow's save costs about six times the whole
@@ -267,11 +269,13 @@ def write_png(pixels: np.ndarray, icc_profile: bytes | None = None) -> bytes:
     header = struct.pack(">IIBBBBB", width, height, depth, colour_type, 0, 0, 0)
     # iCCP: a profile name, a null, compression method 0 (zlib), the compressed profile; before IDAT.
     profile = () if icc_profile is None else (_png_chunk(b"iCCP", b"icc\0\0" + zlib.compress(icc_profile)),)
+    metadata = () if exif is None else (_png_chunk(b"eXIf", png_exif(exif)),)  # before IDAT, where readers look
     return b"".join(
         (
             _PNG_SIGNATURE,
             _png_chunk(b"IHDR", header),
             *profile,
+            *metadata,
             _png_chunk(b"IDAT", zlib.compress(rows.tobytes(), 1)),
             _png_chunk(b"IEND", b""),
         )
@@ -298,6 +302,7 @@ class Picture:
     alpha: np.ndarray | None = None
     sixteen_bit: bool = False
     icc_profile: bytes | None = None  # the upload's colour profile (a phone's Display P3), handed back with it
+    exif: bytes | None = None  # the upload's EXIF (when, with what), its orientation done: ``metadata.answer_exif``
 
     @property
     def height(self) -> int:
@@ -316,7 +321,8 @@ class Picture:
         if (self.height, self.width) == size:
             return self
         alpha = None if self.alpha is None else resize(self.alpha, size)
-        return replace(self, planes=np.stack([resize(plane, size) for plane in self.planes]), alpha=alpha)
+        planes = np.stack([resize(plane, size) for plane in self.planes])
+        return replace(self, planes=planes, alpha=alpha, exif=None)  # another picture than the photo EXIF tells of
 
 
 def to_picture(image: Image.Image) -> Picture:
@@ -326,10 +332,10 @@ def to_picture(image: Image.Image) -> Picture:
     icc_profile = image.info.get("icc_profile")
     if mode in _SIXTEEN_BIT_MODES:
         grey = np.clip(np.asarray(image, dtype=np.float32) / 65535.0, 0.0, 1.0)[None]
-        return Picture(grey, None, True, _profile_for(icc_profile, 1))
+        return Picture(grey, None, True, profile_for(icc_profile, 1))
     if mode == "F":
         grey = np.clip(np.nan_to_num(np.asarray(image, dtype=np.float32), nan=0.0), 0.0, 1.0)[None]
-        return Picture(grey, None, True, _profile_for(icc_profile, 1))
+        return Picture(grey, None, True, profile_for(icc_profile, 1))
     if mode == "P":
         image = image.convert("RGBA" if "transparency" in image.info else "RGB")
     elif mode in ("1", "LA", "La", "L"):
@@ -339,16 +345,7 @@ def to_picture(image: Image.Image) -> Picture:
     pixels = np.asarray(image, dtype=np.float32) * np.float32(1 / 255)
     picture = _from_samples(pixels, image.mode in ("LA", "RGBA"), sixteen_bit=False)
     converted = mode not in ("RGB", "RGBA", "L", "LA", "P")  # CMYK, YCbCr, LAB...: the profile was theirs
-    return picture if converted else replace(picture, icc_profile=_profile_for(icc_profile, len(picture.planes)))
-
-
-def _profile_for(icc_profile: bytes | None, channels: int) -> bytes | None:
-    """The profile, if it is one for pictures of ``channels`` (1: grey, 3: RGB); else None. Read from the
-    profile header's colour-space field (bytes 16..20, ICC.1:2022 section 7.2.6) rather than by parsing the
-    client's profile with littlecms: the service only hands the bytes back."""
-    if icc_profile is None or len(icc_profile) < 128:
-        return None
-    return icc_profile if icc_profile[16:20] == (b"GRAY" if channels == 1 else b"RGB ") else None
+    return picture if converted else replace(picture, icc_profile=profile_for(icc_profile, len(picture.planes)))
 
 
 def _from_samples(pixels: np.ndarray, has_alpha: bool, sixteen_bit: bool) -> Picture:
@@ -363,13 +360,16 @@ def _from_samples(pixels: np.ndarray, has_alpha: bool, sixteen_bit: bool) -> Pic
 
 
 def load_picture(image: Image.Image) -> Picture:
-    """Decode an image from ``open_checked`` (its first frame, turned as its EXIF says); ``BadImage`` if corrupt."""
+    """Decode an image from ``open_checked`` (its first frame, turned as its EXIF says), with its colour profile
+    and EXIF for the answer; ``BadImage`` if corrupt."""
     wide = wide_samples(image)
     if wide is not None:
         picture = _from_samples(wide * np.float32(1 / 65535), wide.shape[-1] in (2, 4), sixteen_bit=True)
-        return replace(picture, icc_profile=_profile_for(image.info.get("icc_profile"), len(picture.planes)))
-    _load(image)
-    return to_picture(image)
+        picture = replace(picture, icc_profile=profile_for(image.info.get("icc_profile"), len(picture.planes)))
+    else:
+        _load(image)
+        picture = to_picture(image)
+    return replace(picture, exif=answer_exif(image))
 
 
 def _load(image: Image.Image) -> None:
@@ -386,7 +386,7 @@ def _load(image: Image.Image) -> None:
 def encode_picture(planes: np.ndarray, kind: Picture) -> bytes:
     """C×H×W planes in [0, 1] → a PNG of ``kind``'s kind: grey, grey and alpha, RGB or RGBA (``kind``'s alpha),
     of 8 or 16 bits, with ``kind``'s colour profile."""
-    return write_png(_samples(planes, kind, kind.sixteen_bit, with_alpha=True), kind.icc_profile)
+    return write_png(_samples(planes, kind, kind.sixteen_bit, with_alpha=True), kind.icc_profile, kind.exif)
 
 
 def encode_answer(planes: np.ndarray, kind: Picture, media_type: str = "image/png") -> bytes:
@@ -399,6 +399,8 @@ def encode_answer(planes: np.ndarray, kind: Picture, media_type: str = "image/pn
     options: dict[str, object] = {"quality": ANSWER_QUALITY, **({"subsampling": 0} if jpeg else {})}
     if kind.icc_profile is not None:
         options["icc_profile"] = kind.icc_profile
+    if kind.exif is not None:
+        options["exif"] = kind.exif
     samples = _samples(planes, kind, sixteen_bit=False, with_alpha=not jpeg)
     Image.fromarray(samples).save(buffer, format=ANSWER_TYPES[media_type], **options)
     return buffer.getvalue()

@@ -1,0 +1,90 @@
+"""What an answer keeps of its upload besides the pixels: the EXIF (when and with what a photo was taken), its
+orientation done; through the real app (the colour profile's tests are in test_photos and test_images)."""
+
+from __future__ import annotations
+
+import base64
+import io
+
+import numpy as np
+import pytest
+from PIL import ExifTags, Image
+
+from service.images import ACCEPTED_FORMATS
+from service.metadata import answer_exif
+from tests.conftest import FIXTURE_ROOT
+from tests.service.conftest import AppClient, denoise, upload
+
+TAKEN = "2026:11:28 09:41:00"
+
+
+def camera_exif(orientation: int = 6) -> Image.Exif:
+    """A camera's EXIF: make, model, when (DateTimeOriginal, in the Exif IFD), ISO, where (GPS), how to turn it."""
+    exif = Image.Exif()
+    exif[ExifTags.Base.Make], exif[ExifTags.Base.Model] = "Canon", "EOS R5"
+    exif[ExifTags.Base.Orientation] = orientation
+    details = exif.get_ifd(ExifTags.IFD.Exif)
+    details[ExifTags.Base.DateTimeOriginal], details[ExifTags.Base.ISOSpeedRatings] = TAKEN, 6400
+    exif.get_ifd(ExifTags.IFD.GPSInfo)[ExifTags.GPS.GPSLatitudeRef] = "N"
+    return exif
+
+
+def coffee_jpeg(**options: object) -> bytes:
+    buffer = io.BytesIO()
+    Image.open(FIXTURE_ROOT / "colour" / "coffee.png").convert("RGB").crop((0, 0, 96, 64)).save(
+        buffer, "JPEG", quality=95, **options
+    )
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize("answer_type", ["image/png", "image/jpeg", "image/webp", "json"])
+def test_a_photos_exif_comes_back_on_its_answer_with_its_orientation_done(client: AppClient, answer_type: str) -> None:
+    """A camera photo, turned by its EXIF (6: 90° clockwise): the answer is turned, and its EXIF keeps when, with
+    what and where it was taken but says nothing of turning, or a viewer would turn it a second time."""
+    data = coffee_jpeg(exif=camera_exif().tobytes())
+    if answer_type == "json":
+        answers = [
+            base64.b64decode(denoise(client, data, noise="gaussian", seed=3)[field])
+            for field in ("denoised_png", "noisy_png")
+        ]
+        answers.append(client.post("/corrupt", files=upload(data), data={"noise": "masking"}).content)
+    else:
+        response = client.post("/denoise", files=upload(data), headers={"Accept": answer_type})
+        assert response.status_code == 200 and response.headers["content-type"] == answer_type
+        answers = [response.content]
+    for answer in answers:
+        image = Image.open(io.BytesIO(answer))
+        assert image.size == (64, 96)  # 96×64 turned
+        exif = image.getexif()
+        assert (exif.get(ExifTags.Base.Make), exif.get(ExifTags.Base.Model)) == ("Canon", "EOS R5")
+        assert exif.get_ifd(ExifTags.IFD.Exif)[ExifTags.Base.DateTimeOriginal] == TAKEN
+        assert exif.get_ifd(ExifTags.IFD.GPSInfo)[ExifTags.GPS.GPSLatitudeRef] == "N"
+        assert exif.get(ExifTags.Base.Orientation, 1) == 1
+
+
+def test_an_exif_that_only_said_how_to_turn_leaves_nothing_and_a_damaged_one_is_dropped(client: AppClient) -> None:
+    turned_only = Image.Exif()
+    turned_only[ExifTags.Base.Orientation] = 8
+    damaged = b"Exif\x00\x00II*\x00\x08\x00\x00\x00\xff\xff" + bytes(range(256)) * 4  # an IFD of 65,535 entries
+    for exif in (turned_only.tobytes(), damaged):
+        response = client.post("/denoise", files=upload(coffee_jpeg(exif=exif)), headers={"Accept": "image/jpeg"})
+        assert response.status_code == 200, response.text
+        assert not Image.open(io.BytesIO(response.content)).getexif()
+
+
+def test_a_tiffs_own_tags_are_not_taken_for_exif() -> None:
+    """A TIFF's tags describe its strips and compression: none of them belongs on a PNG or a JPEG."""
+    buffer = io.BytesIO()
+    Image.new("RGB", (8, 8)).save(buffer, "TIFF", compression="tiff_deflate")
+    assert answer_exif(Image.open(buffer)) is None
+
+
+@pytest.mark.skipif("HEIC" not in ACCEPTED_FORMATS, reason="pi-heif does not load here")
+def test_a_heic_phone_photo_turned_by_its_file_is_not_turned_again(client: AppClient) -> None:
+    """The HEIC fixture carries orientation 6 in its EXIF beside the file's own transform, which libheif applies:
+    the answer is 48×64 and its EXIF (if any) does not ask for a turn."""
+    heic = (FIXTURE_ROOT / "phone" / "coffee-turned.heic").read_bytes()
+    response = client.post("/denoise", files=upload(heic), headers={"Accept": "image/jpeg"})
+    image = Image.open(io.BytesIO(response.content))
+    assert image.size == (48, 64) and image.getexif().get(ExifTags.Base.Orientation, 1) == 1
+    assert np.asarray(image).shape == (64, 48, 3)
