@@ -59,6 +59,9 @@ ACCEPTED_FORMATS = ", ".join(_SHOWN[:-1]) + f" or {_SHOWN[-1]}"
 _HEIC_BRANDS = frozenset({b"heic", b"heix", b"heim", b"heis", b"hevc", b"hevx", b"hevm", b"hevs"})
 _AVIF_BRANDS = frozenset({b"avif", b"avis"})
 INLINE_MAX_PIXELS = 64 * 64
+# A JPEG's EXIF is one APP1 segment, at most 65,535 bytes with its 2-byte length (Pillow refuses more: "EXIF data
+# is too long"); a PNG's or WebP's may be longer, and a JPEG answer goes without it then.
+JPEG_MAX_EXIF = 65533
 # What an answer can be encoded as, by media type (``Accept``): PNG, lossless and of any kind, the default and
 # JSON's; or, for a client that would rather have a smaller file, JPEG (8 bits, no alpha) or WebP (8 bits, alpha
 # kept), both lossy at ``ANSWER_QUALITY`` (JPEG without chroma subsampling, so colour edges stay sharp).
@@ -376,11 +379,18 @@ def _load(image: Image.Image) -> None:
     """Decode the pixels, turned as the EXIF says; ``BadImage`` if the file is corrupt."""
     try:
         image.load()
-        if image.format in _EXIF_FORMATS:
-            ImageOps.exif_transpose(image, in_place=True)
     # RuntimeError: pi-heif's word for a file libheif will not decode (past its own limits, say)
     except (OSError, SyntaxError, ValueError, EOFError, MemoryError, RuntimeError) as exc:
         raise BadImage(f"the {image.format} image is truncated or corrupt: {exc}") from None
+    if image.format in _EXIF_FORMATS:
+        try:
+            ImageOps.exif_transpose(image, in_place=True)
+        # The pixels are whole; the EXIF is damaged. Pillow turns them, then writes the EXIF back without its
+        # orientation, and a tag of the wrong type raises there (struct.error: a fuzzed Model tag read as
+        # TileLength was a 500). The picture goes on as it stands, and its answer without that EXIF
+        # (``metadata.answer_exif``).
+        except Exception:
+            image.info.pop("exif", None)
 
 
 def encode_picture(planes: np.ndarray, kind: Picture) -> bytes:
@@ -399,7 +409,7 @@ def encode_answer(planes: np.ndarray, kind: Picture, media_type: str = "image/pn
     options: dict[str, object] = {"quality": ANSWER_QUALITY, **({"subsampling": 0} if jpeg else {})}
     if kind.icc_profile is not None:
         options["icc_profile"] = kind.icc_profile
-    if kind.exif is not None:
+    if kind.exif is not None and not (jpeg and len(kind.exif) > JPEG_MAX_EXIF):
         options["exif"] = kind.exif
     samples = _samples(planes, kind, sixteen_bit=False, with_alpha=not jpeg)
     Image.fromarray(samples).save(buffer, format=ANSWER_TYPES[media_type], **options)

@@ -72,6 +72,32 @@ def test_an_exif_that_only_said_how_to_turn_leaves_nothing_and_a_damaged_one_is_
         assert not Image.open(io.BytesIO(response.content)).getexif()
 
 
+def test_an_exif_pillow_cannot_write_back_still_gives_the_turned_photo(client: AppClient) -> None:
+    """Found by fuzzing: the Model tag's number changed to TileLength's, a number tag holding text. Pillow turns
+    the photo, then fails to write the EXIF back without its orientation (struct.error): that was a 500."""
+    raw = camera_exif().tobytes()
+    model = ExifTags.Base.Model.to_bytes(2, "big") + b"\x00\x02"  # the tag and its type, ASCII (Pillow writes "MM")
+    assert raw.count(model) == 1
+    data = coffee_jpeg(exif=raw.replace(model, ExifTags.Base.TileLength.to_bytes(2, "big") + b"\x00\x02"))
+    response = client.post("/denoise", files=upload(data), headers={"Accept": "image/png"})
+    assert response.status_code == 200, response.text
+    assert Image.open(io.BytesIO(response.content)).size == (64, 96)  # turned as the EXIF said
+
+
+def test_an_exif_too_long_for_a_jpeg_is_left_off_a_jpeg_answer_only(client: AppClient) -> None:
+    """A PNG's eXIf may be longer than a JPEG's one APP1 segment holds (65,535 bytes)."""
+    exif = Image.Exif()
+    exif[ExifTags.Base.ImageDescription] = "a long caption " * 8000  # 120 kB
+    buffer = io.BytesIO()
+    Image.open(FIXTURE_ROOT / "colour" / "coffee.png").save(buffer, "PNG", exif=exif.tobytes())
+    kept = {}
+    for answer_type in ("image/jpeg", "image/png", "image/webp"):
+        response = client.post("/denoise", files=upload(buffer.getvalue()), headers={"Accept": answer_type})
+        assert response.status_code == 200, response.text
+        kept[answer_type] = ExifTags.Base.ImageDescription in Image.open(io.BytesIO(response.content)).getexif()
+    assert kept == {"image/jpeg": False, "image/png": True, "image/webp": True}
+
+
 def test_a_tiffs_own_tags_are_not_taken_for_exif() -> None:
     """A TIFF's tags describe its strips and compression: none of them belongs on a PNG or a JPEG."""
     buffer = io.BytesIO()
