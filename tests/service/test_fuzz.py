@@ -24,10 +24,11 @@ from schemathesis.checks import not_a_server_error
 from models.corruptions import NOISE_TYPES, corrupt, make_generator
 from service.app import create_app
 from service.errors import BadImage, TooLarge
-from service.images import ACCEPTED_FORMATS, decode_image
+from service.images import ACCEPTED_FORMATS, ANSWER_TYPES, encode_answer, load_picture, open_checked
 from service.noise import NoiseSpec
 from tests.conftest import FIXTURE_ROOT
 from tests.service.conftest import LiveServer, serving, settings_for, wide_png, wide_tiff
+from tests.service.test_metadata import camera_exif
 
 PIXEL_LIMIT = 256 * 256
 
@@ -39,9 +40,9 @@ def live_server() -> Iterator[LiveServer]:
         yield server
 
 
-def _saved(image: Image.Image, format: str) -> bytes:
+def _saved(image: Image.Image, format: str, **options: Any) -> bytes:
     buffer = io.BytesIO()
-    image.save(buffer, format=format)
+    image.save(buffer, format=format, **options)
     return buffer.getvalue()
 
 
@@ -65,6 +66,8 @@ SEED_FILES = [
     # HEIC where pi-heif loads (service.images); it cannot write, so the phone photo of the fixtures
     *([(FIXTURE_ROOT / "phone" / "coffee-turned.heic").read_bytes()] if "HEIC" in ACCEPTED_FORMATS else []),
     *([(FIXTURE_ROOT / "phone" / "coffee-10bit.heic").read_bytes()] if "HEIC" in ACCEPTED_FORMATS else []),
+    # A camera's JPEG: EXIF with sub-IFDs and an orientation (turned on decode, handed back on the answers)
+    _saved(_GRADIENT.convert("RGB"), "JPEG", exif=camera_exif().tobytes()),
 ]
 
 
@@ -111,14 +114,18 @@ def test_no_request_the_schema_allows_or_mangles_gets_a_server_error(case: Any, 
 
 
 def _check_decoded_or_refused(data: bytes) -> None:
+    """Decoded, and answered in every answer type with what it carries (colour profile, EXIF); or refused."""
     try:
-        pixels = decode_image(data, PIXEL_LIMIT)
+        picture = load_picture(open_checked(data, PIXEL_LIMIT))
     except (BadImage, TooLarge) as exc:
         assert exc.detail and exc.status_code in (400, 413)
         return
-    assert pixels.dtype == np.float32 and pixels.ndim == 2
-    assert 0 < pixels.size <= PIXEL_LIMIT
+    pixels = picture.planes
+    assert pixels.dtype == np.float32 and pixels.ndim == 3
+    assert 0 < pixels[0].size <= PIXEL_LIMIT
     assert np.isfinite(pixels).all() and pixels.min() >= 0.0 and pixels.max() <= 1.0
+    for answer_type in ANSWER_TYPES:
+        assert encode_answer(pixels, picture, answer_type)
 
 
 @settings(max_examples=300, deadline=None, derandomize=True)
