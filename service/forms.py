@@ -47,9 +47,15 @@ HOW_TO_SEND = (
 )
 
 
-def _is_raw_image(content_type: str) -> bool:
-    media_type = content_type.split(";", 1)[0].strip().lower()
-    return media_type.startswith("image/") or media_type == "application/octet-stream"
+def _media_type(request: Request) -> str:
+    return request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+
+
+async def _whole_body(request: Request) -> bytes:
+    try:
+        return await request.body()
+    except ClientDisconnect:
+        raise ClientGone("the client went away before sending the whole body") from None
 
 
 def _validated(model: type[FormModel], values: dict[str, Any], where: str) -> FormModel:
@@ -73,10 +79,10 @@ async def read_form(request: Request, model: type[FormModel], max_files: int) ->
     both); an image body: the one upload, with the options of the query string. Returns the model and the uploads
     in the order sent; the spooled files are closed before returning.
     """
-    content_type = request.headers.get("content-type", "")
-    if _is_raw_image(content_type):
+    media_type = _media_type(request)
+    if media_type.startswith("image/") or media_type == "application/octet-stream":
         return await _read_image_body(request, model)
-    if content_type.split(";", 1)[0].strip().lower() == "application/x-www-form-urlencoded":
+    if media_type == "application/x-www-form-urlencoded":
         await _refuse_binary_form(request)
     query = _query_values(request, model)
     try:
@@ -111,10 +117,7 @@ async def _refuse_binary_form(request: Request) -> None:
     image format's header has bytes that are not; read as name=value pairs, the image would come back as an
     unknown field megabytes long. (A real urlencoded form carries no file either, but its fields earn their 422s.)
     """
-    try:
-        head = (await request.body())[:4096]  # Starlette keeps the body: request.form() reads it again
-    except ClientDisconnect:
-        raise ClientGone("the client went away before sending the whole body") from None
+    head = (await _whole_body(request))[:4096]  # Starlette keeps the body: request.form() reads it again
     if any(byte >= 0x80 or (byte < 0x20 and byte not in b"\t\n\r") for byte in head):
         raise UnsupportedBody(
             "the body is binary data sent as application/x-www-form-urlencoded (curl --data-binary names that "
@@ -129,10 +132,7 @@ async def _read_image_body(request: Request, model: type[FormModel]) -> tuple[Fo
         raise RequestValidationError(
             [{"type": "given_twice", "loc": ("query", "file"), "msg": "the image is the body here, not a field"}]
         )
-    try:
-        data = await request.body()
-    except ClientDisconnect:
-        raise ClientGone("the client went away before sending the whole body") from None
+    data = await _whole_body(request)
     # The form model checks a file is there; this one stands for the body (never read: ``data`` is).
     placeholder = StarletteUploadFile(BytesIO(), filename=None)
     values["file"] = [placeholder] if _is_list_field(model, "file") else placeholder
