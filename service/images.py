@@ -372,7 +372,8 @@ def load_picture(image: Image.Image) -> Picture:
     else:
         _load(image)
         picture = to_picture(image)
-    return replace(picture, exif=answer_exif(image))
+    # A PNG's eXIf orientation is not applied (``_EXIF_FORMATS``): the answer keeps it, for viewers that apply it.
+    return replace(picture, exif=answer_exif(image, turned=image.format != "PNG"))
 
 
 def _load(image: Image.Image) -> None:

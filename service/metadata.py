@@ -23,9 +23,9 @@ def profile_for(icc_profile: bytes | None, channels: int) -> bytes | None:
     return icc_profile if icc_profile[16:20] == (b"GRAY" if channels == 1 else b"RGB ") else None
 
 
-def answer_exif(image: Image.Image) -> bytes | None:
+def answer_exif(image: Image.Image, turned: bool = True) -> bytes | None:
     """The upload's EXIF block for the answer (``Exif\\0\\0`` and the TIFF structure, as JPEG carries it), without
-    its orientation, since the pixels were turned as it said and a viewer would turn them again; None when there
+    its orientation when the pixels were ``turned`` as it said (a viewer would turn them again); None when there
     is none, or none that reads. Only a block of its own (JPEG, PNG's eXIf, WebP, HEIC, AVIF: ``info["exif"]``),
     not a TIFF's own tags, which describe its strips and compression rather than the photo. The thumbnail (IFD1)
     is left behind: it shows the upload, noise and all."""
@@ -38,7 +38,8 @@ def answer_exif(image: Image.Image) -> bytes | None:
         for ifd in (ExifTags.IFD.Exif, ExifTags.IFD.GPSInfo, ExifTags.IFD.Interop):
             if ifd in exif:
                 exif.get_ifd(ifd)  # loaded, so that tobytes writes it back
-        exif.pop(_ORIENTATION, None)
+        if turned:
+            exif.pop(_ORIENTATION, None)
         return exif.tobytes() if len(exif) else None
     # A client's EXIF may be anything: Pillow meets a damaged one with any of these, and the answer goes without
     except Exception:

@@ -98,6 +98,17 @@ def test_an_exif_too_long_for_a_jpeg_is_left_off_a_jpeg_answer_only(client: AppC
     assert kept == {"image/jpeg": False, "image/png": True, "image/webp": True}
 
 
+def test_a_pngs_orientation_is_handed_back_as_the_png_is_not_turned(client: AppClient) -> None:
+    """The service does not turn a PNG by its eXIf orientation (Pillow does not either): its answer keeps the
+    orientation, so a viewer that applies it shows the answer as it showed the upload."""
+    buffer = io.BytesIO()
+    Image.open(FIXTURE_ROOT / "colour" / "coffee.png").save(buffer, "PNG", exif=camera_exif(orientation=6).tobytes())
+    response = client.post("/denoise", files=upload(buffer.getvalue()), headers={"Accept": "image/png"})
+    answer = Image.open(io.BytesIO(response.content))
+    assert answer.size == (96, 96) and answer.getexif()[ExifTags.Base.Orientation] == 6
+    assert answer.getexif()[ExifTags.Base.Make] == "Canon"
+
+
 def test_a_tiffs_own_tags_are_not_taken_for_exif() -> None:
     """A TIFF's tags describe its strips and compression: none of them belongs on a PNG or a JPEG."""
     buffer = io.BytesIO()
