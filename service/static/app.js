@@ -160,6 +160,10 @@ async function run() {
   // Digits are shown enlarged with hard pixel edges; anything larger at its own resolution.
   $("results").classList.toggle("photo", result.width > 64 || result.height > 64);
   $("denoised").src = `data:image/png;base64,${result.denoised_png}`;
+  // The answer at full resolution, its profile and EXIF kept, named after the upload.
+  $("download").href = $("denoised").src;
+  $("download").download = `${(currentImage.name || "image").replace(/\.[^.]*$/, "")}-denoised.png`;
+  $("download").hidden = false;
   // Without added noise the upload itself is the noisy image, and there is no clean one to score against.
   $("clean-figure").hidden = !addNoise;
   $("noisy-label").textContent = addNoise ? "noisy" : "your image";

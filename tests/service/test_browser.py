@@ -252,3 +252,18 @@ def test_a_photo_starts_at_a_level_the_photo_model_was_trained_for(page: Any, se
     page.click("button.sample[data-src$='photo-chelsea.png']")
     page.wait_for_function("document.querySelector('#denoised').naturalWidth === 451")
     assert float(page.input_value("#level")) == 0.45
+
+
+def test_the_denoised_image_downloads_at_full_resolution_named_after_the_upload(page: Any, server: LiveServer) -> None:
+    page.goto(server.url + "/")
+    page.wait_for_function("document.querySelectorAll('#noise option').length > 0")
+    assert page.is_hidden("#download")
+    page.click("button.sample[data-src$='photo-chelsea.png']")
+    page.wait_for_function("document.querySelector('#denoised').naturalWidth === 451")
+    with page.expect_download() as download_info:
+        page.click("#download")
+    download = download_info.value
+    assert download.suggested_filename == "photo-chelsea-denoised.png"
+    saved = np.asarray(Image.open(download.path()))
+    np.testing.assert_array_equal(saved, shown_image(page, "#denoised"))  # the very image shown, 451×300 in colour
+    assert saved.shape == (300, 451, 3)
