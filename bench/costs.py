@@ -166,11 +166,11 @@ def measure(repeats: int) -> list[tuple[str, float, str]]:
         ("a digit to a child process and back", pipe_round_trip_us(2000, repeats), "per batch, in the child"),
         ("a request through FastAPI's Form(model) parsing", fastapi_form, "in-process ASGI, empty answer"),
         ("the same request through service.forms.read_form", hand_form, "why the routes parse their form by hand"),
-        ("MLP forward, batch 1 (float32)", forward(mlp, 1), "shorter than a hop: the MLPs run on the event loop"),
+        ("MLP forward, batch 1 (float32)", forward(mlp, 1), "a few hops: the MLPs run on the event loop (\"Serving\")"),
         ("MLP forward, batch 32 (float32), per image", forward(mlp, 32), ""),
         ("U-Net forward, batch 1 (float32)", forward(unet, 1), ""),
         ("U-Net forward, batch 32 (float32), per image", forward(unet, 32), ""),
-        ("U-Net forward, batch 32 (bf16), per image", forward(unet, 32, torch.bfloat16), "DAE_INFERENCE_DTYPE=auto"),
+        ("U-Net forward, batch 32 (bf16), per image", forward(unet, 32, torch.bfloat16), "auto: native bf16 only"),
     ]  # fmt: skip
 
 
