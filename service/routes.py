@@ -121,9 +121,13 @@ def _arrival(request: Request) -> ArrivalToken | None:
 
 def wanted_image(request: Request) -> str | None:
     """The image type ``Accept`` asks for ahead of any JSON (the first of ``ANSWER_TYPES`` the header lists:
-    ``image/png``, ``image/jpeg`` or ``image/webp``), for the bare image; None: JSON."""
+    ``image/png``, ``image/jpeg`` or ``image/webp``; ``image/*``, any image, is a PNG: lossless, of any kind), for
+    the bare image; None: JSON."""
     accept = request.headers.get("accept", "")
     listed = sorted((accept.find(media_type), media_type) for media_type in ANSWER_TYPES if media_type in accept)
+    if "image/*" in accept:
+        listed.append((accept.find("image/*"), "image/png"))
+        listed.sort()
     if not listed:
         return None
     json_at = accept.find("application/json")

@@ -121,6 +121,23 @@ def test_denoise_with_accept_png_returns_the_png_and_the_error_header(client: Ap
     assert float(response.headers["x-reconstruction-mse"]) == pytest.approx(as_json["reconstruction_mse"], rel=1e-5)
 
 
+@pytest.mark.parametrize(
+    "accept,answer",
+    [
+        ("image/*", "image/png"),  # any image: the lossless one
+        ("image/webp,image/*;q=0.8", "image/webp"),
+        ("image/*, application/json", "image/png"),
+        ("application/json, image/*", "application/json"),
+        ("*/*", "application/json"),  # curl's: JSON, as before
+    ],
+)
+def test_accept_picks_the_answer_and_any_image_is_a_png(
+    client: AppClient, digit: bytes, accept: str, answer: str
+) -> None:
+    response = client.post("/denoise", files=upload(digit), headers={"Accept": accept})
+    assert response.status_code == 200 and response.headers["content-type"] == answer
+
+
 def test_a_fixed_size_model_answers_at_its_size_and_a_convolutional_one_at_the_uploads(client: AppClient) -> None:
     image = png_bytes(np.random.default_rng(0).integers(0, 256, (30, 40), dtype=np.uint8))
     for entry in client.store.denoisers.values():
