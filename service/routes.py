@@ -120,18 +120,31 @@ def _arrival(request: Request) -> ArrivalToken | None:
 
 
 def wanted_image(request: Request) -> str | None:
-    """The image type ``Accept`` asks for ahead of any JSON (the first of ``ANSWER_TYPES`` the header lists:
-    ``image/png``, ``image/jpeg`` or ``image/webp``; ``image/*``, any image, is a PNG: lossless, of any kind), for
-    the bare image; None: JSON."""
-    accept = request.headers.get("accept", "")
-    listed = sorted((accept.find(media_type), media_type) for media_type in ANSWER_TYPES if media_type in accept)
-    if "image/*" in accept:
-        listed.append((accept.find("image/*"), "image/png"))
-        listed.sort()
-    if not listed:
-        return None
-    json_at = accept.find("application/json")
-    return listed[0][1] if json_at < 0 or listed[0][0] < json_at else None
+    """The image type ``Accept`` prefers to JSON, for the bare image: ``image/png``, ``image/jpeg`` or
+    ``image/webp`` (``ANSWER_TYPES``), or ``image/*``, any image, a PNG (lossless, of any kind); None: JSON
+    (``application/json``, ``*/*``, or no header). Ranked by q-value, then by place in the header (RFC 9110,
+    12.5.1); q=0 refuses a type. Hand-written: Starlette has no Accept parser, and this is its whole use."""
+    ranked = []
+    for place, entry in enumerate(request.headers.get("accept", "").split(",")):
+        media_type, *parameters = (part.strip() for part in entry.split(";"))
+        quality = 1.0
+        for parameter in parameters:
+            name, _, value = parameter.partition("=")
+            if name.strip().lower() == "q":
+                try:
+                    quality = float(value)
+                except ValueError:
+                    quality = 0.0  # a q it cannot read: the type is left out, not a 500
+        if quality > 0:
+            ranked.append((-quality, place, media_type.lower()))
+    for _, _, media_type in sorted(ranked):
+        if media_type in ANSWER_TYPES:
+            return media_type
+        if media_type == "image/*":
+            return "image/png"
+        if media_type in ("application/json", "application/*", "*/*"):
+            return None
+    return None
 
 
 # The X- headers an image answer may carry (CORS exposes them to a page on another origin: service.app).

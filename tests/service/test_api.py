@@ -129,6 +129,10 @@ def test_denoise_with_accept_png_returns_the_png_and_the_error_header(client: Ap
         ("image/*, application/json", "image/png"),
         ("application/json, image/*", "application/json"),
         ("*/*", "application/json"),  # curl's: JSON, as before
+        ("application/json;q=0.5, image/jpeg", "image/jpeg"),  # the q-value ranks, then the place
+        ("image/png;q=0, image/webp;q=0.1", "image/webp"),  # q=0: not this one
+        ("text/html, image/avif", "application/json"),  # nothing it answers with: JSON
+        ("image/jpeg;q=high", "application/json"),  # a q it cannot read leaves the type out
     ],
 )
 def test_accept_picks_the_answer_and_any_image_is_a_png(
