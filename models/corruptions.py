@@ -31,9 +31,9 @@ class Noise:
     default_level: float
     apply: AddNoise
     specialist: bool = True  # one of the types ``mixed`` draws among
-    # Where a photo starts on the demo page: inside what the photo model trained on (its default_level, 0.3 for
-    # Gaussian, is σ 76/255, past the photo model's 55/255); None: the default level.
-    photo_level: float | None = None
+    # A photo's level when none is given (and where the demo page starts one): inside what the photo model
+    # trained on (Gaussian's default_level, 0.3, is σ 76/255, past the photo model's 55/255).
+    photo_level: float = 0.0
 
 
 NOISES: dict[str, Noise] = {}  # in registration order, the order people are shown them
@@ -47,12 +47,13 @@ def register_noise(
     specialist: bool = True,
     photo_level: float | None = None,
 ) -> Callable[[AddNoise], AddNoise]:
-    """Add a corruption to ``NOISES`` under ``name`` (decorator)."""
+    """Add a corruption to ``NOISES`` under ``name`` (decorator); ``photo_level`` defaults to ``default_level``."""
 
     def wrap(apply: AddNoise) -> AddNoise:
         if name in NOISES:
             raise ValueError(f"noise {name!r} is already registered")
-        NOISES[name] = Noise(name, label, level_means, default_level, apply, specialist, photo_level)
+        photo = default_level if photo_level is None else photo_level
+        NOISES[name] = Noise(name, label, level_means, default_level, apply, specialist, photo)
         return apply
 
     return wrap

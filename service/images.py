@@ -60,6 +60,9 @@ ACCEPTED_FORMATS = ", ".join(_SHOWN[:-1]) + f" or {_SHOWN[-1]}"
 _HEIC_BRANDS = frozenset({b"heic", b"heix", b"heim", b"heis", b"hevc", b"hevx", b"hevm", b"hevs"})
 _AVIF_BRANDS = frozenset({b"avif", b"avis"})
 INLINE_MAX_PIXELS = 64 * 64
+# What Pillow's decoders (and pi-heif's: RuntimeError for a file libheif will not decode, past its own limits say;
+# EOFError for a cut stream) raise on a file that is truncated or corrupt.
+_DECODE_ERRORS = (OSError, SyntaxError, ValueError, EOFError, MemoryError, RuntimeError)
 # A JPEG's EXIF is one APP1 segment, at most 65,535 bytes with its 2-byte length (Pillow refuses more: "EXIF data
 # is too long"); a PNG's or WebP's may be longer, and a JPEG answer goes without it then.
 JPEG_MAX_EXIF = 65533
@@ -177,35 +180,39 @@ def _open_heic(data: bytes, max_pixels: int) -> Image.Image:
 
 
 def _decode_heic_here(data: bytes, max_pixels: int) -> Image.Image:
-    """In the child: open, check the declared size, decode (libheif turns the picture as the file says), and
-    hand back a plain decoded image of the declared size (a file may decode to another)."""
+    """In the child: open, check the declared size, decode once (libheif turns the picture as the file says),
+    and hand back a plain decoded image of the declared size (a file may decode to another). A 10- or 12-bit
+    file is decoded at its depth, its samples handed back beside an 8-bit picture made from them."""
     image = _open(data, max_pixels, ("HEIF",))
     width, height = image.size
-    _load(image)
-    if image.size != (width, height):
-        raise BadImage(f"the HEIC image declares {width}×{height} but decodes to {image.width}×{image.height}")
-    decoded = Image.frombytes(image.mode, image.size, image.tobytes())
+    bit_depth = image.info.get("bit_depth", 8)
+    wide = _heic_samples(data, bit_depth, image.size) if isinstance(bit_depth, int) and 8 < bit_depth <= 16 else None
+    if wide is not None:
+        narrow = ((wide.astype(np.uint32) + 128) // 257).astype(np.uint8)  # 16 bits → 8, rounded
+        decoded = Image.fromarray(narrow[..., 0] if narrow.shape[-1] == 1 else narrow)
+        decoded.info[DECODED_SAMPLES] = wide
+    else:
+        _load(image)
+        if image.size != (width, height):
+            raise BadImage(f"the HEIC image declares {width}×{height} but decodes to {image.width}×{image.height}")
+        decoded = Image.frombytes(image.mode, image.size, image.tobytes())
     for key in ("icc_profile", "exif"):
         if key in image.info:
             decoded.info[key] = image.info[key]
-    bit_depth = image.info.get("bit_depth", 8)
-    if isinstance(bit_depth, int) and 8 < bit_depth <= 16:
-        wide = _heic_samples(data, bit_depth, image.size)
-        if wide is not None:
-            decoded.info[DECODED_SAMPLES] = wide
     return decoded
 
 
 def _heic_samples(data: bytes, bit_depth: int, size: tuple[int, int]) -> np.ndarray | None:
-    """A HEIC of ``bit_depth`` > 8 (a camera's 10 or 12 bits: Pillow's plugin narrows it to 8) decoded again at
-    its depth, as H×W×C uint16 over the full 16-bit range; None where that picture is not the one of ``size``."""
+    """A HEIC of ``bit_depth`` > 8 (a camera's 10 or 12 bits: Pillow's plugin narrows it to 8) decoded at its
+    depth, as H×W×C uint16 over the full 16-bit range; None where that picture is not the one of ``size`` (Pillow's
+    plugin decodes it then, at 8 bits)."""
     import pi_heif
 
     try:
         heif = pi_heif.open_heif(io.BytesIO(data), convert_hdr_to_8bit=False)
         raw = np.asarray(heif) if heif.size == size else None  # the primary picture, in the top bits of 16
-    # libheif's refusals of a file it decoded once already at 8 bits: the answer is that picture, not a 500
-    except (OSError, ValueError, RuntimeError, MemoryError):
+    # libheif's refusals: Pillow's plugin has its own try at 8 bits, and its refusal is the client's 400
+    except _DECODE_ERRORS:
         return None
     if raw is None or raw.dtype != np.uint16 or raw.shape[:2] != size[::-1]:
         return None
@@ -382,8 +389,7 @@ def _load(image: Image.Image) -> None:
     """Decode the pixels, turned as the EXIF says; ``BadImage`` if the file is corrupt."""
     try:
         image.load()
-    # RuntimeError: pi-heif's word for a file libheif will not decode (past its own limits, say)
-    except (OSError, SyntaxError, ValueError, EOFError, MemoryError, RuntimeError) as exc:
+    except _DECODE_ERRORS as exc:
         raise BadImage(f"the {image.format} image is truncated or corrupt: {exc}") from None
     if image.format in _EXIF_FORMATS:
         try:

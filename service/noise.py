@@ -47,8 +47,7 @@ class NoiseRequest:
         if self.level is not None:
             return NoiseSpec(self.type, self.level, self.seed)
         noise = NOISES[self.type]
-        digit = (height, width) == DIGIT_SIZE
-        level = noise.default_level if digit or noise.photo_level is None else noise.photo_level
+        level = noise.default_level if (height, width) == DIGIT_SIZE else noise.photo_level
         return NoiseSpec(self.type, level, self.seed)
 
 

@@ -300,7 +300,7 @@ async def list_noises() -> NoisesResponse:
                 label=noise.label,
                 level_means=noise.level_means,
                 default_level=noise.default_level,
-                photo_level=noise.default_level if noise.photo_level is None else noise.photo_level,
+                photo_level=noise.photo_level,
             )
             for noise in NOISES.values()
         ]

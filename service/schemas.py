@@ -26,7 +26,8 @@ def _known_noise(name: str) -> str:
 NoiseName = Annotated[str, AfterValidator(_known_noise), WithJsonSchema({"type": "string", "enum": list(NOISES)})]
 _NOISE_LIST = "; ".join(f"`{noise.name}`: {noise.level_means}" for noise in NOISES.values() if noise.name != "none")
 _DEFAULTS = ", ".join(
-    f"{noise.name} {noise.default_level:g}" + ("" if noise.photo_level is None else f" ({noise.photo_level:g})")
+    f"{noise.name} {noise.default_level:g}"
+    + ("" if noise.photo_level == noise.default_level else f" ({noise.photo_level:g})")
     for noise in NOISES.values()
     if noise.name != "none"
 )

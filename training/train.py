@@ -37,7 +37,7 @@ from models.corruptions import (
     validate_level,
 )
 from models.device import channels_last_if_convolutional, dtype_name, is_convolutional, resolve_device
-from models.metrics import psnr_per_image
+from models.metrics import mse_per_image, psnr_per_image
 from training.batches import Batches, PatchBatches, WholeImageBatches, size_groups
 from training.data import DATASETS, holdout_split, load_split
 from training.distributed import DistInfo, gather_digests, init_distributed
@@ -281,8 +281,7 @@ def training_loss(out: torch.Tensor, clean: torch.Tensor, loss: str) -> torch.Te
     if loss == "mse":
         return F.mse_loss(out, clean)
     if loss == "log-mse":
-        per_image = (out - clean).square().flatten(1).mean(1)
-        return 10 * torch.log10(per_image + LOG_MSE_FLOOR).mean()
+        return 10 * torch.log10(mse_per_image(out, clean) + LOG_MSE_FLOOR).mean()
     raise ValueError(f"--loss must be one of {', '.join(LOSSES)}, not {loss!r}")
 
 

@@ -55,10 +55,15 @@ def shipped_models() -> list[str]:
     return [path.stem for path in find_checkpoints(CHECKPOINT_DIR)]
 
 
-def png_bytes(pixels: np.ndarray, **save: Any) -> bytes:
+def encoded(image: Image.Image, format: str = "PNG", **options: Any) -> bytes:
+    """``image`` saved by Pillow as ``format``, with its ``options``."""
     buffer = io.BytesIO()
-    Image.fromarray(pixels).save(buffer, format="PNG", **save)
+    image.save(buffer, format=format, **options)
     return buffer.getvalue()
+
+
+def png_bytes(pixels: np.ndarray, **save: Any) -> bytes:
+    return encoded(Image.fromarray(pixels), "PNG", **save)
 
 
 def wide_png(samples: np.ndarray) -> bytes:

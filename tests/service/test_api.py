@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import base64
-from io import BytesIO
 from typing import Any
 
 import numpy as np
@@ -14,7 +13,16 @@ from PIL import Image
 from models.checkpoint import load_checkpoint
 from models.corruptions import NOISES
 from tests.conftest import CHECKPOINT_DIR, FIXTURE_ROOT
-from tests.service.conftest import FIXED_SIZE_MODEL, AppClient, decode_png, denoise, png_bytes, shipped_models, upload
+from tests.service.conftest import (
+    FIXED_SIZE_MODEL,
+    AppClient,
+    decode_png,
+    denoise,
+    encoded,
+    png_bytes,
+    shipped_models,
+    upload,
+)
 
 JSON_FIELDS = {"model", "model_reason", "width", "height", "reconstruction_mse", "denoised_png", "latency_ms"}
 NOISE_FIELDS = {"noise", "noisy_png", "noisy_mse", "noisy_psnr_db", "denoised_mse", "denoised_psnr_db"}
@@ -295,7 +303,7 @@ def test_an_image_sent_as_the_body_is_answered_as_the_same_image_in_a_form(
     client: AppClient, content_type: str
 ) -> None:
     photo = sorted((FIXTURE_ROOT / "natural" / "set12").glob("*.png"))[0]
-    jpeg = _as_jpeg(photo.read_bytes())
+    jpeg = encoded(Image.open(photo), "JPEG", quality=95)
     query = {"noise": "gaussian", "level": "0.1", "seed": "4"}
     raw = client.post("/denoise", params=query, content=jpeg, headers={"Content-Type": content_type})
     form = client.post("/denoise", files=upload(jpeg, "photo.jpg"), data=query)
@@ -315,13 +323,6 @@ def test_an_image_sent_as_the_body_is_answered_as_the_same_image_in_a_form(
     assert corrupted.content == client.post("/corrupt", files=upload(jpeg), data=query).content
     batch = client.post("/denoise/batch", params=query, content=jpeg, headers={"Content-Type": content_type})
     assert [item["result"]["denoised_png"] for item in batch.json()["results"]] == [form_body["denoised_png"]]
-
-
-def _as_jpeg(png: bytes) -> bytes:
-    buffer = BytesIO()
-    with Image.open(BytesIO(png)) as image:
-        image.save(buffer, "JPEG", quality=95)
-    return buffer.getvalue()
 
 
 def test_a_body_that_cannot_be_an_image_or_options_in_the_wrong_place_say_how_to_send_it(

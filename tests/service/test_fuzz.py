@@ -5,7 +5,6 @@ corruptions (any level in [0, 1] → values in [0, 1], shape and dtype kept). Ev
 
 from __future__ import annotations
 
-import io
 import math
 import zlib
 from collections.abc import Iterator
@@ -27,7 +26,7 @@ from service.errors import BadImage, TooLarge
 from service.images import ACCEPTED_FORMATS, ANSWER_TYPES, encode_answer, load_picture, open_checked
 from service.noise import NoiseSpec
 from tests.conftest import FIXTURE_ROOT
-from tests.service.conftest import LiveServer, serving, settings_for, wide_png, wide_tiff
+from tests.service.conftest import LiveServer, encoded, serving, settings_for, wide_png, wide_tiff
 from tests.service.test_metadata import camera_exif
 
 PIXEL_LIMIT = 256 * 256
@@ -40,26 +39,20 @@ def live_server() -> Iterator[LiveServer]:
         yield server
 
 
-def _saved(image: Image.Image, format: str, **options: Any) -> bytes:
-    buffer = io.BytesIO()
-    image.save(buffer, format=format, **options)
-    return buffer.getvalue()
-
-
 _GRADIENT = Image.fromarray(np.tile(np.arange(0, 240, 8, dtype=np.uint8), (12, 1)))  # 30×12
 # One small valid file per accepted format and a few modes: the seeds that mutations start from.
 SEED_FILES = [
-    _saved(_GRADIENT, "PNG"),
-    _saved(_GRADIENT.convert("RGBA"), "PNG"),
-    _saved(_GRADIENT.convert("P"), "PNG"),
-    _saved(_GRADIENT, "JPEG"),
-    _saved(_GRADIENT, "BMP"),
-    _saved(_GRADIENT, "TIFF"),
-    _saved(_GRADIENT.convert("CMYK"), "TIFF"),
-    _saved(_GRADIENT, "WEBP"),
-    _saved(_GRADIENT, "GIF"),
+    encoded(_GRADIENT, "PNG"),
+    encoded(_GRADIENT.convert("RGBA"), "PNG"),
+    encoded(_GRADIENT.convert("P"), "PNG"),
+    encoded(_GRADIENT, "JPEG"),
+    encoded(_GRADIENT, "BMP"),
+    encoded(_GRADIENT, "TIFF"),
+    encoded(_GRADIENT.convert("CMYK"), "TIFF"),
+    encoded(_GRADIENT, "WEBP"),
+    encoded(_GRADIENT, "GIF"),
     # AVIF where this Pillow decodes it (its wheels since 11.3; a machine's own Pillow may be older)
-    *([_saved(_GRADIENT.convert("RGB"), "AVIF")] if features.check("avif") else []),
+    *([encoded(_GRADIENT.convert("RGB"), "AVIF")] if features.check("avif") else []),
     # 16 bits a sample in colour: read by pypng and tifffile (service.sixteen_bit), Pillow where they give up
     wide_png(np.dstack([np.asarray(_GRADIENT, dtype=np.uint16) * 257] * 3)),
     wide_tiff(np.dstack([np.asarray(_GRADIENT, dtype=np.uint16) * 257] * 3), photometric="rgb", compression="zlib"),
@@ -67,7 +60,7 @@ SEED_FILES = [
     *([(FIXTURE_ROOT / "phone" / "coffee-turned.heic").read_bytes()] if "HEIC" in ACCEPTED_FORMATS else []),
     *([(FIXTURE_ROOT / "phone" / "coffee-10bit.heic").read_bytes()] if "HEIC" in ACCEPTED_FORMATS else []),
     # A camera's JPEG: EXIF with sub-IFDs and an orientation (turned on decode, handed back on the answers)
-    _saved(_GRADIENT.convert("RGB"), "JPEG", exif=camera_exif().tobytes()),
+    encoded(_GRADIENT.convert("RGB"), "JPEG", exif=camera_exif().tobytes()),
 ]
 
 

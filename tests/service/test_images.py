@@ -27,7 +27,7 @@ from service.images import (
     resize,
 )
 from tests.conftest import FIXTURE_ROOT
-from tests.service.conftest import png_samples, wide_png, wide_tiff
+from tests.service.conftest import encoded, png_samples, wide_png, wide_tiff
 
 GRADIENT = np.tile(np.arange(0, 256, 8, dtype=np.uint8), (20, 1))  # 20×32, left dark to right bright
 NOISE = np.random.default_rng(0).integers(0, 256, (32, 32), dtype=np.uint8)  # incompressible
@@ -51,12 +51,6 @@ def coffee_levels() -> np.ndarray:
     return np.clip(np.round(np.asarray(smooth, dtype=np.float32) / 255 * 1023), 0, 1023)
 
 
-def saved(image: Image.Image, format: str, **options: object) -> bytes:
-    buffer = io.BytesIO()
-    image.save(buffer, format=format, **options)
-    return buffer.getvalue()
-
-
 def png_declaring(width: int, height: int) -> bytes:
     """A PNG whose valid header claims ``width``×``height`` but whose data is a few bytes."""
 
@@ -71,14 +65,14 @@ def png_declaring(width: int, height: int) -> bytes:
 @pytest.mark.parametrize("format", ["PNG", "BMP", "TIFF", "WEBP", "GIF"])
 def test_lossless_formats_decode_to_the_same_gray_levels(format: str) -> None:
     options = {"lossless": True} if format == "WEBP" else {}
-    decoded = decode_image(saved(Image.fromarray(GRADIENT), format, **options), LIMIT)
+    decoded = decode_image(encoded(Image.fromarray(GRADIENT), format, **options), LIMIT)
     assert decoded.dtype == np.float32 and decoded.shape == GRADIENT.shape
     np.testing.assert_allclose(decoded, GRADIENT / 255.0, atol=1e-6)
 
 
 @pytest.mark.parametrize("format", ["JPEG", pytest.param("AVIF", marks=NEEDS_AVIF)])
 def test_lossy_formats_decode_close_to_the_original(format: str) -> None:
-    decoded = decode_image(saved(Image.fromarray(GRADIENT).convert("RGB"), format, quality=95), LIMIT)
+    decoded = decode_image(encoded(Image.fromarray(GRADIENT).convert("RGB"), format, quality=95), LIMIT)
     assert decoded.shape == GRADIENT.shape
     assert np.abs(decoded - GRADIENT / 255.0).mean() < 0.02
 
@@ -94,7 +88,7 @@ def test_lossy_formats_decode_close_to_the_original(format: str) -> None:
 )
 def test_any_mode_becomes_grayscale(mode: str, expected_mean: float) -> None:
     gray = Image.new("L", (10, 6), 255 if mode == "1" else 128)
-    data = saved(gray.convert(mode), "TIFF" if mode == "CMYK" else "PNG")
+    data = encoded(gray.convert(mode), "TIFF" if mode == "CMYK" else "PNG")
     decoded = decode_image(data, LIMIT)
     assert decoded.shape == (6, 10)
     assert decoded.mean() == pytest.approx(expected_mean, abs=0.01)
@@ -102,13 +96,13 @@ def test_any_mode_becomes_grayscale(mode: str, expected_mean: float) -> None:
 
 def test_sixteen_bit_png_keeps_its_depth() -> None:
     pixels = np.array([[0, 1000, 32768, 65535]], dtype=np.uint16)
-    decoded = decode_image(saved(Image.fromarray(pixels), "PNG"), LIMIT)
+    decoded = decode_image(encoded(Image.fromarray(pixels), "PNG"), LIMIT)
     np.testing.assert_allclose(decoded, pixels / 65535.0, atol=1e-6)
 
 
 def test_float_tiff_is_clipped_to_the_unit_range() -> None:
     pixels = np.array([[-0.5, 0.25, 0.75, 3.0]], dtype=np.float32)
-    decoded = decode_image(saved(Image.fromarray(pixels), "TIFF"), LIMIT)
+    decoded = decode_image(encoded(Image.fromarray(pixels), "TIFF"), LIMIT)
     np.testing.assert_allclose(decoded, [[0.0, 0.25, 0.75, 1.0]])
 
 
@@ -116,14 +110,14 @@ def test_transparent_pixels_become_black_background() -> None:
     rgba = np.zeros((4, 4, 4), dtype=np.uint8)
     rgba[..., :3] = 255  # white everywhere...
     rgba[:2, :, 3] = 255  # ...but only the top half opaque
-    decoded = decode_image(saved(Image.fromarray(rgba, "RGBA"), "PNG"), LIMIT)
+    decoded = decode_image(encoded(Image.fromarray(rgba, "RGBA"), "PNG"), LIMIT)
     np.testing.assert_allclose(decoded[:2], 1.0)
     np.testing.assert_allclose(decoded[2:], 0.0)
 
 
 def test_gif_gives_its_first_frame() -> None:
     frames = [Image.new("L", (8, 8), value) for value in (200, 10, 90)]
-    data = saved(frames[0], "GIF", save_all=True, append_images=frames[1:], duration=50)
+    data = encoded(frames[0], "GIF", save_all=True, append_images=frames[1:], duration=50)
     decoded = decode_image(data, LIMIT)
     assert decoded.mean() == pytest.approx(200 / 255, abs=0.01)
 
@@ -153,7 +147,7 @@ def test_a_ten_bit_heic_keeps_its_ten_bits() -> None:
 def test_every_byte_of_an_avif_damaged_gives_a_picture_or_a_400() -> None:
     """libavif's refusals reach Pillow's AVIF plugin as RuntimeError, at open or at load (a flipped byte in the
     item table: "Missing or empty image item"); each must be the client's 400, never a 500."""
-    avif = saved(Image.fromarray(GRADIENT).convert("RGB"), "AVIF")
+    avif = encoded(Image.fromarray(GRADIENT).convert("RGB"), "AVIF")
     for index in range(len(avif)):
         damaged = bytearray(avif)
         damaged[index] ^= 0xFF
@@ -165,7 +159,7 @@ def test_jpeg_exif_orientation_is_applied() -> None:
     image = Image.fromarray(GRADIENT)  # 32 wide, 20 high
     exif = image.getexif()
     exif[0x0112] = 6  # "rotate 90° clockwise to display"
-    decoded = decode_image(saved(image, "JPEG", exif=exif), LIMIT)
+    decoded = decode_image(encoded(image, "JPEG", exif=exif), LIMIT)
     assert decoded.shape == (32, 20)
 
 
@@ -184,7 +178,7 @@ def test_the_413_says_what_size_would_fit(size: tuple[int, int], limit: int, adv
 
 
 def test_the_pixel_limit_is_the_configured_one() -> None:
-    data = saved(Image.new("L", (64, 64)), "PNG")
+    data = encoded(Image.new("L", (64, 64)), "PNG")
     assert decode_image(data, 64 * 64).shape == (64, 64)
     with pytest.raises(TooLarge, match="4096"):
         decode_image(data, 64 * 64 - 1)
@@ -195,8 +189,8 @@ def test_the_pixel_limit_is_the_configured_one() -> None:
     [
         (b"", "empty"),
         (b"hello, this is not an image", "not an image"),
-        (saved(Image.fromarray(NOISE), "PNG")[:400], "truncated or corrupt"),
-        (saved(Image.new("L", (4, 4)), "ICO"), "not an image in an accepted format"),
+        (encoded(Image.fromarray(NOISE), "PNG")[:400], "truncated or corrupt"),
+        (encoded(Image.new("L", (4, 4)), "ICO"), "not an image in an accepted format"),
     ],
     ids=["empty", "text", "truncated-png", "ico"],
 )
@@ -329,7 +323,7 @@ RGB_PROFILE = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
 @pytest.mark.parametrize("format", ["PNG", "JPEG", "TIFF", "WEBP"])
 def test_the_uploads_colour_profile_comes_back_on_the_answer(format: str) -> None:
     photo = Image.fromarray(GRADIENT).convert("RGB")
-    picture = load_picture(open_checked(saved(photo, format, icc_profile=RGB_PROFILE), LIMIT))
+    picture = load_picture(open_checked(encoded(photo, format, icc_profile=RGB_PROFILE), LIMIT))
     assert picture.icc_profile == RGB_PROFILE
     answer = Image.open(io.BytesIO(encode_picture(picture.planes, picture)))
     assert answer.info.get("icc_profile") == RGB_PROFILE and answer.mode == "RGB"
@@ -344,9 +338,9 @@ def test_a_sixteen_bit_colour_tiffs_profile_comes_back_too() -> None:
 
 def test_a_profile_that_no_longer_describes_the_pixels_is_dropped() -> None:
     """An RGB profile on a grey image (a malformed file), a CMYK image's profile once it is RGB."""
-    grey = load_picture(open_checked(saved(Image.fromarray(GRADIENT), "PNG", icc_profile=RGB_PROFILE), LIMIT))
+    grey = load_picture(open_checked(encoded(Image.fromarray(GRADIENT), "PNG", icc_profile=RGB_PROFILE), LIMIT))
     assert grey.icc_profile is None
     assert "icc_profile" not in Image.open(io.BytesIO(encode_picture(grey.planes, grey))).info
     lab = ImageCms.ImageCmsProfile(ImageCms.createProfile("LAB")).tobytes()  # not a CMYK one, but not RGB either
-    cmyk = saved(Image.fromarray(GRADIENT).convert("CMYK"), "TIFF", icc_profile=lab)
+    cmyk = encoded(Image.fromarray(GRADIENT).convert("CMYK"), "TIFF", icc_profile=lab)
     assert load_picture(open_checked(cmyk, LIMIT)).icc_profile is None

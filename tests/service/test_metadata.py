@@ -13,7 +13,7 @@ from PIL import ExifTags, Image
 from service.images import ACCEPTED_FORMATS
 from service.metadata import answer_exif
 from tests.conftest import FIXTURE_ROOT
-from tests.service.conftest import AppClient, denoise, upload
+from tests.service.conftest import AppClient, denoise, encoded, upload
 
 TAKEN = "2026:11:28 09:41:00"
 
@@ -30,11 +30,8 @@ def camera_exif(orientation: int = 6) -> Image.Exif:
 
 
 def coffee_jpeg(**options: object) -> bytes:
-    buffer = io.BytesIO()
-    Image.open(FIXTURE_ROOT / "colour" / "coffee.png").convert("RGB").crop((0, 0, 96, 64)).save(
-        buffer, "JPEG", quality=95, **options
-    )
-    return buffer.getvalue()
+    crop = Image.open(FIXTURE_ROOT / "colour" / "coffee.png").convert("RGB").crop((0, 0, 96, 64))
+    return encoded(crop, "JPEG", quality=95, **options)
 
 
 @pytest.mark.parametrize("answer_type", ["image/png", "image/jpeg", "image/webp", "json"])

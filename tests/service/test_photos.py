@@ -21,7 +21,7 @@ from models.metrics import psnr_db_from_mse
 from service.images import ACCEPTED_FORMATS
 from service.tiles import Grid
 from tests.conftest import FIXTURE_ROOT
-from tests.service.conftest import AppClient, denoise, png_bytes, png_samples, upload, wide_png
+from tests.service.conftest import AppClient, denoise, encoded, png_bytes, png_samples, upload, wide_png
 from tests.service.test_server import metric, wait_until
 
 PHOTOS = sorted((FIXTURE_ROOT / "natural" / "set12").glob("*.png"))
@@ -36,12 +36,6 @@ def colour_photo() -> np.ndarray:
     """A colour image made of three real grey crops, one per channel (H×W×3, uint8)."""
     side = min(min(np.asarray(Image.open(p)).shape) for p in PHOTOS)
     return np.stack([photo(i)[:side, :side] for i in range(3)], axis=-1)
-
-
-def encoded(image: Image.Image, format: str = "PNG", **options: Any) -> bytes:
-    buffer = io.BytesIO()
-    image.save(buffer, format=format, **options)
-    return buffer.getvalue()
 
 
 def opened(body: dict[str, Any], field: str = "denoised_png") -> Image.Image:
