@@ -32,8 +32,9 @@ from PIL import Image
 
 from bench.common import device_description, publish
 from models.architectures import create_model
+from service.encoding import encode_png, quantize
 from service.forms import read_form
-from service.images import encode_png, load_pixels, open_checked, quantize
+from service.images import load_pixels, open_checked
 from service.schemas import DenoiseForm
 
 HEADING = "Serving costs"
@@ -160,7 +161,7 @@ def measure(repeats: int) -> list[tuple[str, float, str]]:
 
     return [
         ("decode a 28×28 PNG (open, check, to float)", per_call_us(decode, 2000, repeats), ""),
-        ("encode a 28×28 PNG (service.images.write_png)", per_call_us(lambda: encode_png(pixels), 5000, repeats), ""),
+        ("encode a 28×28 PNG (service.encoding.write_png)", per_call_us(lambda: encode_png(pixels), 5000, repeats), ""),
         ("encode a 28×28 PNG with Pillow", per_call_us(pillow_encode, 2000, repeats), "why write_png is hand-written"),
         ("event loop → thread → event loop (no work)", thread_hop_us(2000, repeats), "per batch, in threads"),
         ("a digit to a child process and back", pipe_round_trip_us(2000, repeats), "per batch, in the child"),

@@ -14,7 +14,8 @@ from typing import Annotated
 from fastapi import FastAPI, Form, UploadFile
 from fastapi.responses import Response
 
-from service.images import decode_image, encode_png
+from service.encoding import encode_png
+from service.images import decode_image
 
 MAX_PIXELS = 2048 * 2048
 

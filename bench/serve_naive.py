@@ -18,7 +18,8 @@ from fastapi import FastAPI, Form, UploadFile
 from fastapi.responses import Response
 
 from models.checkpoint import load_checkpoint
-from service.images import decode_image, encode_png, resize
+from service.encoding import encode_png
+from service.images import decode_image, resize
 from service.settings import shipped_checkpoint_dir
 
 MAX_PIXELS = 2048 * 2048

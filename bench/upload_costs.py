@@ -24,7 +24,8 @@ from PIL import Image
 
 from bench.common import device_description, publish
 from bench.costs import cost_arguments, per_call_us
-from service.images import ACCEPTED_FORMATS, ANSWER_TYPES, encode_answer, load_picture, open_checked
+from service.encoding import ANSWER_TYPES, encode_answer
+from service.images import ACCEPTED_FORMATS, load_picture, open_checked
 
 HEADING = "Uploads: decode and encode"
 HEIC = Path(__file__).resolve().parents[1] / "tests" / "fixtures" / "phone" / "coffee-turned.heic"

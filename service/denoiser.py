@@ -35,8 +35,9 @@ from models.checkpoint import ModelCard
 from models.metrics import psnr_db_from_mse
 from service.batcher import ArrivalToken, DynamicBatcher
 from service.colour import has_impulses, merge_colour_estimates, to_opponent
+from service.encoding import encode_answer, encode_picture
 from service.errors import ServiceError
-from service.images import Picture, encode_answer, encode_picture, load_picture, run_sized
+from service.images import Picture, load_picture, run_sized
 from service.inference import Prediction, Runner
 from service.noise import NoiseRequest, NoiseSpec
 from service.placement import Placement

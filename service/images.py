@@ -1,4 +1,5 @@
-"""Image decode and encode: upload bytes to planes of floats in [0, 1] (grey or colour, 8 or 16 bits), and back to PNG.
+"""Image decoding: upload bytes to a ``Picture``, planes of floats in [0, 1] (grey or colour, 8 or 16 bits) with
+what it takes to answer in the same kind of image (``service.encoding`` writes the answer).
 
 The pixel limit is checked before any pixel is decompressed, from the size the header declares (a
 60000×60000 PNG is refused from its 33-byte header, never inflated); the byte limit was checked while
@@ -16,8 +17,6 @@ from __future__ import annotations
 
 import io
 import math
-import struct
-import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import TypeVar
@@ -29,7 +28,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError, features
 
 from service.decode_process import DECODE_PROCESS, DecoderFailed
 from service.errors import BadImage, TooLarge
-from service.metadata import answer_exif, png_exif, profile_for
+from service.metadata import answer_exif, profile_for
 from service.sixteen_bit import DECODED_SAMPLES, wide_samples
 
 
@@ -63,21 +62,12 @@ INLINE_MAX_PIXELS = 64 * 64
 # What Pillow's decoders (and pi-heif's: RuntimeError for a file libheif will not decode, past its own limits say;
 # EOFError for a cut stream) raise on a file that is truncated or corrupt.
 _DECODE_ERRORS = (OSError, SyntaxError, ValueError, EOFError, MemoryError, RuntimeError)
-# A JPEG's EXIF is one APP1 segment, at most 65,535 bytes with its 2-byte length (Pillow refuses more: "EXIF data
-# is too long"); a PNG's or WebP's may be longer, and a JPEG answer goes without it then.
-JPEG_MAX_EXIF = 65533
-# What an answer can be encoded as, by media type (``Accept``): PNG, lossless and of any kind, the default and
-# JSON's; or, for a client that would rather have a smaller file, JPEG (8 bits, no alpha) or WebP (8 bits, alpha
-# kept), both lossy at ``ANSWER_QUALITY`` (JPEG without chroma subsampling, so colour edges stay sharp).
-ANSWER_TYPES = {"image/png": "PNG", "image/jpeg": "JPEG", "image/webp": "WEBP"}
-ANSWER_QUALITY = 95
 T = TypeVar("T")
 _SIXTEEN_BIT_MODES = frozenset({"I;16", "I;16B", "I;16L", "I;16N", "I"})
 _ALPHA_MODES = frozenset({"LA", "La", "PA", "RGBA", "RGBa"})
 _LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)  # ITU-R 601, as Pillow's convert("L")
 # Formats whose files carry an EXIF orientation worth honouring (phone photos).
 _EXIF_FORMATS = frozenset({"JPEG", "MPO", "TIFF", "WEBP", "AVIF"})
-_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 # The pixel limit is ours, checked in ``open_checked`` from the header before anything is decoded, at the
 # size the operator configured. Pillow's global guard (a warning past 89 MP, an error past 179 MP, raised
@@ -247,57 +237,6 @@ def resize(array: np.ndarray, size: tuple[int, int] | list[int]) -> np.ndarray:
     return np.asarray(resized, dtype=np.float32)
 
 
-def quantize(array: np.ndarray) -> np.ndarray:
-    """[0, 1] float → uint8, rounding to nearest."""
-    return (np.clip(array, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
-
-
-def encode_png(array: np.ndarray) -> bytes:
-    """H×W float in [0, 1] → 8-bit grayscale PNG bytes."""
-    return write_png(quantize(array))
-
-
-def _png_chunk(tag: bytes, body: bytes) -> bytes:
-    return struct.pack(">I", len(body)) + tag + body + struct.pack(">I", zlib.crc32(tag + body))
-
-
-def write_png(pixels: np.ndarray, icc_profile: bytes | None = None, exif: bytes | None = None) -> bytes:
-    """H×W (grey) or H×W×C (grey and alpha, RGB, RGBA) uint8 or uint16 samples → PNG bytes, with the colour
-    profile in an iCCP chunk and the EXIF in an eXIf chunk when there are.
-
-    Written directly (signature, IHDR, one IDAT of unfiltered rows, IEND) rather than through Pillow:
-    for the 28×28 images this service mostly answers, Pillow's save costs about twice the whole
-    write (docs/benchmarks.md, "Serving costs"), and these PNGs are three fixed chunks. zlib level 1:
-    on large images the default level costs several times as long for a few percent of size.
-    """
-    height, width = pixels.shape[:2]
-    channels = 1 if pixels.ndim == 2 else pixels.shape[2]
-    depth = 16 if pixels.dtype == np.uint16 else 8
-    samples = pixels.astype(">u2") if depth == 16 else pixels  # PNG stores 16-bit samples big-endian
-    rows = np.zeros((height, 1 + width * channels * depth // 8), dtype=np.uint8)  # filter byte 0: none
-    rows[:, 1:] = np.ascontiguousarray(samples).reshape(height, -1).view(np.uint8)
-    colour_type = {1: 0, 2: 4, 3: 2, 4: 6}[channels]  # grey, grey and alpha, RGB, RGBA
-    header = struct.pack(">IIBBBBB", width, height, depth, colour_type, 0, 0, 0)
-    # iCCP: a profile name, a null, compression method 0 (zlib), the compressed profile; before IDAT.
-    profile = () if icc_profile is None else (_png_chunk(b"iCCP", b"icc\0\0" + zlib.compress(icc_profile)),)
-    metadata = () if exif is None else (_png_chunk(b"eXIf", png_exif(exif)),)  # before IDAT, where readers look
-    return b"".join(
-        (
-            _PNG_SIGNATURE,
-            _png_chunk(b"IHDR", header),
-            *profile,
-            *metadata,
-            _png_chunk(b"IDAT", zlib.compress(rows.tobytes(), 1)),
-            _png_chunk(b"IEND", b""),
-        )
-    )
-
-
-def quantize16(array: np.ndarray) -> np.ndarray:
-    """[0, 1] float → uint16, rounding to nearest."""
-    return (np.clip(array, 0.0, 1.0) * 65535.0 + 0.5).astype(np.uint16)
-
-
 @dataclass(frozen=True)
 class Picture:
     """An upload as the models see it, and what it takes to answer in the same kind of image.
@@ -400,43 +339,3 @@ def _load(image: Image.Image) -> None:
         # (``metadata.answer_exif``).
         except Exception:
             image.info.pop("exif", None)
-
-
-def encode_picture(planes: np.ndarray, kind: Picture) -> bytes:
-    """C×H×W planes in [0, 1] → a PNG of ``kind``'s kind: grey, grey and alpha, RGB or RGBA (``kind``'s alpha),
-    of 8 or 16 bits, with ``kind``'s colour profile."""
-    return write_png(_samples(planes, kind, kind.sixteen_bit, with_alpha=True), kind.icc_profile, kind.exif)
-
-
-def encode_answer(planes: np.ndarray, kind: Picture, media_type: str = "image/png") -> bytes:
-    """``planes`` in the ``ANSWER_TYPES`` format asked for: ``encode_picture``'s PNG, or an 8-bit JPEG (no alpha:
-    the picture as laid over black) or WebP, lossy at quality 95, with ``kind``'s colour profile."""
-    if media_type == "image/png":
-        return encode_picture(planes, kind)
-    jpeg = media_type == "image/jpeg"
-    buffer = io.BytesIO()
-    options: dict[str, object] = {"quality": ANSWER_QUALITY, **({"subsampling": 0} if jpeg else {})}
-    if kind.icc_profile is not None:
-        options["icc_profile"] = kind.icc_profile
-    if kind.exif is not None and not (jpeg and len(kind.exif) > JPEG_MAX_EXIF):
-        options["exif"] = kind.exif
-    samples = _samples(planes, kind, sixteen_bit=False, with_alpha=not jpeg)
-    Image.fromarray(samples).save(buffer, format=ANSWER_TYPES[media_type], **options)
-    return buffer.getvalue()
-
-
-def _samples(planes: np.ndarray, kind: Picture, sixteen_bit: bool, with_alpha: bool) -> np.ndarray:
-    """H×W or H×W×C integer samples of ``planes``, and of ``kind``'s alpha when ``with_alpha``.
-
-    Colour laid over black on the way in is taken back off the alpha here, so an opaque pixel is
-    unchanged and a half-transparent one keeps its colour.
-    """
-    alpha = kind.alpha if with_alpha else None
-    if alpha is not None:
-        planes = np.where(alpha > 0, planes / np.maximum(alpha, 1e-6), 0.0)
-    to_samples = quantize16 if sixteen_bit else quantize
-    if planes.shape[0] == 1 and alpha is None:
-        return to_samples(planes[0])
-    channels = [*planes, alpha] if alpha is not None else list(planes)
-    pixels = np.stack([to_samples(channel) for channel in channels], axis=-1)
-    return pixels[..., 0] if pixels.shape[-1] == 1 else pixels

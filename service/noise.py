@@ -9,7 +9,8 @@ import numpy as np
 import torch
 
 from models.corruptions import NOISES, corrupt, make_generator
-from service.images import encode_picture, load_picture, open_upload, run_sized
+from service.encoding import encode_picture
+from service.images import load_picture, open_upload, run_sized
 
 MAX_SEED = 2**32 - 1  # numpy's seed range, and exact in JavaScript
 DIGIT_SIZE = (28, 28)  # (height, width) of the images the digit models were trained on

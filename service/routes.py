@@ -19,9 +19,9 @@ from models.device import dtype_name
 from service import metrics
 from service.batcher import ArrivalToken
 from service.denoiser import Denoised
+from service.encoding import ANSWER_TYPES
 from service.errors import InvalidField, ServiceError, Unavailable
 from service.forms import form_body, read_form
-from service.images import ANSWER_TYPES
 from service.middleware import ARRIVAL_SCOPE_KEY
 from service.noise import NoiseRequest, NoiseSpec, corrupt_upload
 from service.registry import ModelStore

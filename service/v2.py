@@ -39,8 +39,9 @@ from pydantic import BaseModel, ConfigDict, Field, Strict, ValidationError, With
 
 from service.batcher import ArrivalToken
 from service.denoiser import Denoiser, Output, Prepared
+from service.encoding import quantize, quantize16
 from service.errors import ServiceError, TooLarge, UnknownModel
-from service.images import Picture, quantize, quantize16
+from service.images import Picture
 from service.inference import Prediction
 
 INPUT = "images"
@@ -381,7 +382,7 @@ def _tensor(name: str, outputs: list[Output], datatype: str) -> np.ndarray:
     if name == MSE:
         return np.array([output.reconstruction_mse for output in outputs], dtype=np.float32)
     planes = np.stack([output.planes for output in outputs])  # N×C×H×W
-    # UINT8 and UINT16 exactly as /denoise writes its PNG (service.images.quantize, quantize16); FP32 clamped to
+    # UINT8 and UINT16 exactly as /denoise writes its PNG (service.encoding.quantize, quantize16); FP32 clamped to
     # the documented range.
     if datatype in QUANTIZE:
         return QUANTIZE[datatype](planes)

@@ -25,13 +25,14 @@ from models.checkpoint import load_checkpoint
 from tests.conftest import FIXTURE_ROOT, REPO, exact_float32
 from training.batches import PatchBatches
 from training.cli import eval_main, parse_arch_arg, train_config, train_main, train_parser
+from training.config import TrainConfig
 from training.evaluate import to_float_batch
 from training.graphed import GraphedStep
 from training.init_from import initialise_from
 from training.photos import load_photos
 from training.study.config import StudyConfig
 from training.study.zoo import SPEC_BY_NAME, ModelZoo
-from training.train import TrainConfig, training_loss, validation_psnr
+from training.train import training_loss, validation_psnr
 
 QUICK = ["--data-root", str(FIXTURE_ROOT), "--batch-size", "32", "--seed", "3"]
 PHOTO_FOLDER = FIXTURE_ROOT / "natural" / "train400"  # six 48×48 crops of real train400 photos

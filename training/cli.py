@@ -23,10 +23,11 @@ from models.checkpoint import (
 )
 from models.corruptions import DEFAULT_LEVELS, NOISE_TYPES
 from models.device import resolve_device
+from training.config import TrainConfig
 from training.data import DATASETS, DataError, load_split
 from training.evaluate import EVAL_SEED, STANDARD_PANEL, evaluate, metric_key
 from training.photo_eval import PHOTO_TEST_SETS, run_photo_eval
-from training.train import TrainConfig, train
+from training.train import train
 
 
 def parse_arch_arg(text: str) -> tuple[str, Any]:

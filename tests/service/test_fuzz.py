@@ -22,8 +22,9 @@ from schemathesis.checks import not_a_server_error
 
 from models.corruptions import NOISE_TYPES, corrupt, make_generator
 from service.app import create_app
+from service.encoding import ANSWER_TYPES, encode_answer
 from service.errors import BadImage, TooLarge
-from service.images import ACCEPTED_FORMATS, ANSWER_TYPES, encode_answer, load_picture, open_checked
+from service.images import ACCEPTED_FORMATS, load_picture, open_checked
 from service.noise import NoiseSpec
 from tests.conftest import FIXTURE_ROOT
 from tests.service.conftest import LiveServer, encoded, serving, settings_for, wide_png, wide_tiff

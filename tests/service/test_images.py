@@ -13,19 +13,9 @@ import pytest
 import tifffile
 from PIL import Image, ImageCms, features
 
+from service.encoding import encode_picture, encode_png, quantize, quantize16
 from service.errors import BadImage, TooLarge
-from service.images import (
-    ACCEPTED_FORMATS,
-    Picture,
-    decode_image,
-    encode_picture,
-    encode_png,
-    load_picture,
-    open_checked,
-    quantize,
-    quantize16,
-    resize,
-)
+from service.images import ACCEPTED_FORMATS, Picture, decode_image, load_picture, open_checked, resize
 from tests.conftest import FIXTURE_ROOT
 from tests.service.conftest import encoded, png_samples, wide_png, wide_tiff
 

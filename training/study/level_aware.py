@@ -20,10 +20,10 @@ from models.checkpoint import ModelCard, save_checkpoint
 from models.corruptions import make_generator, mixed_noise_with_levels
 from models.device import dtype_name, resolve_device
 from models.metrics import psnr_per_image
+from training.config import TrainConfig
 from training.distributed import DistInfo
 from training.evaluate import to_float_batch
 from training.train import (
-    TrainConfig,
     build_model,
     device_name,
     load_train_images,

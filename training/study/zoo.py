@@ -21,10 +21,11 @@ from torch import nn
 from models.architectures import create_model
 from models.checkpoint import CheckpointError, ModelCard, checkpoint_paths, load_checkpoint
 from models.device import resolve_device
+from training.config import TrainConfig
 from training.study.config import StudyConfig
 from training.study.level_aware import train_level_aware
 from training.study.log import LogFn, ProgressLog
-from training.train import TrainConfig, train
+from training.train import train
 
 SIGMAS = (0.1, 0.2, 0.3, 0.4, 0.5)
 
