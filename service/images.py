@@ -4,7 +4,8 @@ what it takes to answer in the same kind of image (``service.encoding`` writes t
 The pixel limit is checked before any pixel is decompressed, from the size the header declares (a
 60000×60000 PNG is refused from its 33-byte header, never inflated); the byte limit was checked while
 the body was read (``service.middleware.BodyLimitMiddleware``). A HEIC is opened, checked and decoded in a
-child process (``open_checked``, ``service.decode_process``): its decoder crashed on fuzzed files.
+child process (``open_checked``, ``service.decode_process``): its decoder crashed on fuzzed files. A CMYK image
+with a colour profile is converted to sRGB through it, there too (``service.cmyk``).
 
 Where the work runs (``run_sized``): decoding, corrupting and encoding an image of at most
 ``INLINE_MAX_PIXELS`` happens on the event loop; anything larger goes to a worker thread. A hop to the
@@ -26,6 +27,7 @@ import anyio.to_thread
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError, features
 
+from service.cmyk import cmyk_profile, to_srgb
 from service.decode_process import DECODE_PROCESS, DecoderFailed
 from service.errors import BadImage, TooLarge
 from service.metadata import answer_exif, profile_for
@@ -112,20 +114,33 @@ def open_checked(data: bytes, max_pixels: int) -> Image.Image:
     """
     if _is_heic(data):
         return _open_heic(data, max_pixels)
-    return _open(data, max_pixels, _OPEN_FORMATS)
+    image = _open(data, max_pixels, _OPEN_FORMATS)
+    profile = cmyk_profile(image)
+    return image if profile is None else _cmyk_to_srgb(image, profile)
 
 
-# The child decodes one HEIC at a time, and the thread that sent one waits for it: without a limiter of their own,
-# a burst of HEIC uploads (a 12-megapixel one takes 1.8 s) would hold every thread of anyio's pool, which every
-# large image's decode and encode needs (``run_sized``). Two: one decoding, the next ready behind it.
-_HEIC_WAITS = anyio.CapacityLimiter(2)
+# The child works on one file at a time, and the thread that sent one waits for it: without a limiter of their own,
+# a burst of HEIC (a 12-megapixel one takes 1.8 s) or profiled CMYK uploads would hold every thread of anyio's
+# pool, which every large image's decode and encode needs (``run_sized``). Two: one in the child, the next ready.
+_CHILD_WAITS = anyio.CapacityLimiter(2)
 
 
 async def open_upload(data: bytes, max_pixels: int) -> Image.Image:
-    """``open_checked`` for the event loop: a HEIC's trip to the child process waits in a worker thread."""
+    """``open_checked`` for the event loop: a trip to the child process (a HEIC's decode, a CMYK profile's
+    conversion) waits in a worker thread."""
     if _is_heic(data):
-        return await anyio.to_thread.run_sync(_open_heic, data, max_pixels, limiter=_HEIC_WAITS)
-    return _open(data, max_pixels, _OPEN_FORMATS)
+        return await anyio.to_thread.run_sync(_open_heic, data, max_pixels, limiter=_CHILD_WAITS)
+    image = _open(data, max_pixels, _OPEN_FORMATS)
+    profile = cmyk_profile(image)
+    if profile is None:
+        return image
+    return await anyio.to_thread.run_sync(_cmyk_to_srgb, image, profile, limiter=_CHILD_WAITS)
+
+
+def _cmyk_to_srgb(image: Image.Image, profile: bytes) -> Image.Image:
+    """A CMYK image with its own profile, decoded and turned as its EXIF says here, converted in the child."""
+    _load(image)
+    return to_srgb(image, profile)
 
 
 def _open(data: bytes, max_pixels: int, formats: tuple[str, ...]) -> Image.Image:

@@ -53,7 +53,8 @@ INFERENCE_SECONDS = Histogram(
 REJECTED = Counter("dae_batcher_rejected_total", "Requests refused because the queue was full", ["model"])
 DECODER_FAILURES = Counter(
     "dae_decoder_failures_total",
-    "Uploads whose decoder died or hung in its child process (service.decode_process): corrupt or hostile files",
+    "Uploads whose decoder (format heic), or whose CMYK colour profile's conversion (icc), died or hung in its"
+    " child process (service.decode_process): corrupt or hostile files",
     ["format", "failure"],
 )
 # One series per live worker process (its pid), so a scrape shows which workers it covers.

@@ -326,6 +326,19 @@ def test_a_sixteen_bit_colour_tiffs_profile_comes_back_too() -> None:
     assert Image.open(io.BytesIO(encode_picture(picture.planes, picture))).info.get("icc_profile") == RGB_PROFILE
 
 
+def test_full_cyan_ink_is_the_cyan_its_cmyk_profile_says_not_the_formulas() -> None:
+    """100 % cyan on coated paper (FOGRA39) is sRGB 0, 159, 227; without a profile Pillow's formula makes it 0, 255,
+    255, as a browser shows an untagged CMYK file. JPEG and TIFF, which both carry CMYK and its profile."""
+    cyan = Image.new("CMYK", (8, 6), (255, 0, 0, 0))
+    profile = (FIXTURE_ROOT / "print" / "fogra39-low.icc").read_bytes()
+    for format in ("JPEG", "TIFF"):
+        picture = load_picture(open_checked(encoded(cyan, format, icc_profile=profile), LIMIT))
+        np.testing.assert_allclose(picture.planes.mean(axis=(1, 2)) * 255, (0, 159, 227), atol=3)
+        assert picture.icc_profile is None and picture.alpha is None  # sRGB now: an untagged image is taken as sRGB
+        untagged = load_picture(open_checked(encoded(cyan, format), LIMIT))
+        np.testing.assert_allclose(untagged.planes.mean(axis=(1, 2)) * 255, (0, 255, 255), atol=3)
+
+
 def test_a_profile_that_no_longer_describes_the_pixels_is_dropped() -> None:
     """An RGB profile on a grey image (a malformed file), a CMYK image's profile once it is RGB."""
     grey = load_picture(open_checked(encoded(Image.fromarray(GRADIENT), "PNG", icc_profile=RGB_PROFILE), LIMIT))

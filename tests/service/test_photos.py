@@ -194,6 +194,40 @@ def test_a_photos_colour_profile_is_on_every_image_the_service_answers_with(clie
     assert Image.open(io.BytesIO(corrupted)).info.get("icc_profile") == profile
 
 
+PRINT_PROFILE = (FIXTURE_ROOT / "print" / "fogra39-low.icc").read_bytes()  # offset print on coated paper
+
+
+def to_cmyk(rgb: Image.Image) -> Image.Image:
+    """``rgb`` as prepress separates it for print: through the press's profile, as Photoshop converts by default."""
+    srgb, press = ImageCms.createProfile("sRGB"), ImageCms.ImageCmsProfile(io.BytesIO(PRINT_PROFILE))
+    intent, flags = ImageCms.Intent.RELATIVE_COLORIMETRIC, ImageCms.Flags.BLACKPOINTCOMPENSATION
+    cmyk = ImageCms.profileToProfile(rgb, srgb, press, renderingIntent=intent, outputMode="CMYK", flags=flags)
+    assert cmyk is not None
+    return cmyk
+
+
+def test_a_cmyk_photo_for_print_comes_back_in_its_own_colours_through_its_profile(client: AppClient) -> None:
+    """A grey photo separated for print (grey made of all four inks) and sent as the CMYK JPEG prepress saves: its
+    profile takes it back to the photo's greys; Pillow's formula, which knows no press, does not. A profile the
+    colour engine refuses is converted by the formula, not refused."""
+    grey = Image.fromarray(photo(1)[:64, :64])
+    cmyk = to_cmyk(grey.convert("RGB"))
+    tagged, untagged = encoded(cmyk, "JPEG", quality=95, icc_profile=PRINT_PROFILE), encoded(cmyk, "JPEG", quality=95)
+    unreadable = encoded(cmyk, "JPEG", quality=95, icc_profile=PRINT_PROFILE[:128] + bytes(200))  # a CMYK header only
+
+    def psnr_against_the_photo(data: bytes) -> float:
+        answer = client.post("/corrupt", files=upload(data), data={"noise": "gaussian", "level": 0})
+        assert answer.status_code == 200, answer.text
+        rgb = np.asarray(Image.open(io.BytesIO(answer.content)).convert("RGB"), dtype=np.float64) / 255
+        return psnr_db_from_mse(float(np.mean((rgb - np.asarray(grey, dtype=np.float64)[..., None] / 255) ** 2)))
+
+    assert psnr_against_the_photo(tagged) > 35.0  # 41.0 when this was written: the JPEG's loss and the tables' error
+    assert psnr_against_the_photo(untagged) < 25.0  # 21.5: the formula's greys are another photo's
+    assert psnr_against_the_photo(unreadable) < 25.0
+    answer = denoise(client, tagged, noise="gaussian", level=0.1, seed=3)
+    assert opened(answer).mode == "RGB" and "icc_profile" not in opened(answer).info  # sRGB: the profile was CMYK's
+
+
 @pytest.mark.parametrize("media_type,format", [("image/jpeg", "JPEG"), ("image/webp", "WEBP")])
 def test_a_client_that_accepts_jpeg_or_webp_gets_a_smaller_file_of_the_same_picture(
     client: AppClient, media_type: str, format: str
