@@ -29,6 +29,7 @@ from service.noise import NoiseSpec
 from tests.conftest import FIXTURE_ROOT
 from tests.service.conftest import LiveServer, encoded, serving, settings_for, wide_png, wide_tiff
 from tests.service.test_metadata import camera_exif
+from tests.service.test_photos import PRINT_PROFILE
 
 PIXEL_LIMIT = 256 * 256
 
@@ -62,6 +63,9 @@ SEED_FILES = [
     *([(FIXTURE_ROOT / "phone" / "coffee-10bit.heic").read_bytes()] if "HEIC" in ACCEPTED_FORMATS else []),
     # A camera's JPEG: EXIF with sub-IFDs and an orientation (turned on decode, handed back on the answers)
     encoded(_GRADIENT.convert("RGB"), "JPEG", exif=camera_exif().tobytes()),
+    # Print work: a CMYK JPEG with its press's profile, which littlecms reads in the decode child (service.cmyk);
+    # most of the file is the profile, so most mutations land in it
+    encoded(_GRADIENT.convert("CMYK"), "JPEG", icc_profile=PRINT_PROFILE),
 ]
 
 
