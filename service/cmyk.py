@@ -2,10 +2,10 @@
 
 A CMYK file's numbers are ink amounts, not colours: what colour 100 % cyan is depends on the press, and the
 profile embedded in the file says (FOGRA39, coated paper: sRGB 0, 159, 227). Pillow's own conversion uses a
-formula that knows no press (255 - C - K: 0, 255, 255, a far brighter cyan), so a tagged CMYK photo came back
-in colours it never had. With a CMYK profile the picture is converted as a colour-managed browser shows it and
-as Photoshop converts by default (relative colorimetric, black point compensated); without one, by Pillow's
-formula, as a browser shows an untagged CMYK file.
+formula that knows no press (red = (255 - C)(255 - K)/255: 0, 255, 255, a far brighter cyan), so a tagged CMYK
+photo came back in colours it never had. With a CMYK profile the picture is converted as a colour-managed
+browser shows it and as Photoshop converts by default (relative colorimetric, black point compensated); without
+one, by Pillow's formula, as a browser shows an untagged CMYK file.
 
 The profile is the client's bytes, read by littlecms, a C parser the service otherwise never hands an upload
 to (``service.metadata`` only copies profiles back). So the conversion runs in the decode child
