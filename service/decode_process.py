@@ -3,7 +3,8 @@
 HEIC's decoders (libheif and libde265: C, a container format and a video codec) crashed the process on 15
 of 20,000 random mutations of a valid phone photo, in the pi-heif build the service uses (a newer libheif
 crashed on none of them; the next bug is one release away). In the server a segmentation fault kills the
-worker and every request in it; in a child it is one file's 400.
+worker and every request in it; in a child it is one file's 400. A CMYK upload's colour profile is read here
+too, by littlecms (``service.cmyk``): there a failure costs the profile, and the formula converts the picture.
 
 The child is spawned (never forked: a fork would copy the server's threads in whatever state they were in),
 on the first such upload; it imports no torch. It decodes one file at a time, each under an address-space
