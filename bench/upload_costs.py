@@ -3,7 +3,8 @@
 Scikit-image's astronaut (512×512 colour) as an 8-bit PNG, a 16-bit PNG (read with pypng, its inflating
 bounded first: Pillow has no 16-bit colour mode) and a JPEG; the test fixture's HEIC phone photo (64×48: only
 pillow-heif can write one, and the service reads HEIC with pi-heif in a child process); and the denoised
-answer encoded as each type a client may ask for with ``Accept``, with its size.
+answer encoded as each type a client may ask for with ``Accept``, with its size; and the same photo as print work
+sends it, a CMYK JPEG with and without its press's colour profile.
 
     python -m bench.upload_costs              # prints the table, writes "Uploads: decode and encode"
     python -m bench.upload_costs --no-write
@@ -28,13 +29,15 @@ from service.encoding import ANSWER_TYPES, encode_answer
 from service.images import ACCEPTED_FORMATS, load_picture, open_checked
 
 HEADING = "Uploads: decode and encode"
-HEIC = Path(__file__).resolve().parents[1] / "tests" / "fixtures" / "phone" / "coffee-turned.heic"
+FIXTURES = Path(__file__).resolve().parents[1] / "tests" / "fixtures"
+HEIC = FIXTURES / "phone" / "coffee-turned.heic"
+PRINT_PROFILE = FIXTURES / "print" / "fogra39-low.icc"  # a press's CMYK profile (FOGRA39, coated paper)
 LIMIT = 1 << 22
 
 
-def saved(pixels: np.ndarray, format: str, **options: object) -> bytes:
+def saved(pixels: np.ndarray | Image.Image, format: str, **options: object) -> bytes:
     buffer = io.BytesIO()
-    Image.fromarray(pixels).save(buffer, format=format, **options)
+    (pixels if isinstance(pixels, Image.Image) else Image.fromarray(pixels)).save(buffer, format=format, **options)
     return buffer.getvalue()
 
 
@@ -62,6 +65,20 @@ def measure(repeats: int) -> list[tuple[str, float, str]]:
         decode(heic)  # the child process starts once
         took = per_call_us(partial(decode, heic), 200, repeats)
         rows.append(("decode a 64×48 HEIC, through the child process", took, kb(heic)))
+    # Print work: CMYK with its press's profile, converted through it in the child process (service.cmyk); without
+    # one, by Pillow's formula in the server
+    cmyk = Image.fromarray(photo).convert("CMYK")
+    for kind, upload in (
+        (
+            "with its profile, through the child process",
+            saved(cmyk, "JPEG", quality=95, icc_profile=PRINT_PROFILE.read_bytes()),
+        ),
+        ("without a profile", saved(cmyk, "JPEG", quality=95)),
+    ):
+        decode(upload)  # the child process starts once
+        rows.append(
+            (f"decode a 512×512 CMYK JPEG (q95) {kind}", per_call_us(partial(decode, upload), 20, repeats), kb(upload))
+        )
     picture = load_picture(open_checked(uploads["PNG"], LIMIT))
     for media_type in ANSWER_TYPES:
         encode = partial(encode_answer, picture.planes, picture, media_type)

@@ -15,6 +15,7 @@ picture is converted by the formula instead.
 
 from __future__ import annotations
 
+import functools
 import io
 import logging
 
@@ -61,14 +62,18 @@ def to_srgb(image: Image.Image, profile: bytes) -> Image.Image:
 
 def _convert_here(cmyk: bytes, size: tuple[int, int], profile: bytes) -> bytes:
     """In the child: CMYK samples → sRGB samples through ``profile``."""
-    source = ImageCms.ImageCmsProfile(io.BytesIO(profile))
-    converted = ImageCms.profileToProfile(
-        Image.frombytes("CMYK", size, cmyk),
-        source,
+    return _transform_from(profile).apply(Image.frombytes("CMYK", size, cmyk)).tobytes()
+
+
+# Building a transform reads the profile and precomputes its tables: 31 ms for a press profile, where applying it
+# to a 512×512 picture takes 3. Print work comes from a few presses, so the child keeps the last few it built.
+@functools.lru_cache(maxsize=4)
+def _transform_from(profile: bytes) -> ImageCms.ImageCmsTransform:
+    return ImageCms.buildTransform(
+        ImageCms.ImageCmsProfile(io.BytesIO(profile)),
         ImageCms.createProfile("sRGB"),
+        "CMYK",
+        "RGB",
         renderingIntent=ImageCms.Intent.RELATIVE_COLORIMETRIC,
-        outputMode="RGB",
         flags=ImageCms.Flags.BLACKPOINTCOMPENSATION,
     )
-    assert converted is not None  # profileToProfile returns None only with inPlace=True
-    return converted.tobytes()
