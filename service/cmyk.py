@@ -21,16 +21,17 @@ import logging
 
 from PIL import Image, ImageCms
 
-from service.decode_process import DECODE_PROCESS, DecoderFailed
+from service.decode_process import DECODE_PROCESS
+from service.metadata import colour_space
 
 log = logging.getLogger(__name__)
 
 
 def cmyk_profile(image: Image.Image) -> bytes | None:
-    """The image's colour profile if it is a CMYK image with a CMYK profile (read from the profile header's colour
-    space field, ICC.1:2022 7.2.6: nothing parsed in the server), else None."""
+    """The image's colour profile if it is a CMYK image with a CMYK profile (``metadata.colour_space``: nothing
+    parsed in the server), else None."""
     profile = image.info.get("icc_profile")
-    if image.mode != "CMYK" or not isinstance(profile, bytes) or profile[16:20] != b"CMYK":
+    if image.mode != "CMYK" or not isinstance(profile, bytes) or colour_space(profile) != b"CMYK":
         return None
     return profile
 
@@ -42,16 +43,12 @@ def to_srgb(image: Image.Image, profile: bytes) -> Image.Image:
     formula converts it, with a warning in the log."""
     try:
         rgb = DECODE_PROCESS.call(
-            _convert_here, image.tobytes(), image.size, profile, pixels=image.width * image.height
+            _convert_here, image.tobytes(), image.size, profile, pixels=image.width * image.height, counted_as="icc"
         )
         converted = Image.frombytes("RGB", image.size, rgb)
     # Whatever littlecms raises on a profile (PyCMSError, OSError, MemoryError under the child's cap...) or the child
     # does: the pixels are whole, and only the profile is lost.
     except Exception as exc:
-        if isinstance(exc, DecoderFailed):
-            from service import metrics  # here, not at the top: the child imports this module, and must not count
-
-            metrics.DECODER_FAILURES.labels("icc", exc.failure).inc()
         log.warning("a CMYK upload's colour profile could not be used (%s: %s); converted without it",
                     type(exc).__name__, exc)  # fmt: skip
         converted = image.convert("RGB")

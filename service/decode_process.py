@@ -78,11 +78,19 @@ class DecodeProcess:
         self._turn = threading.Lock()  # held for a whole call: the child decodes one file at a time
         self._pool: concurrent.futures.ProcessPoolExecutor | None = None
 
-    def call(self, function: Callable[..., T], *args: object, pixels: int, timeout_s: float = DECODE_TIMEOUT_S) -> T:
+    def call(
+        self,
+        function: Callable[..., T],
+        *args: object,
+        pixels: int,
+        timeout_s: float = DECODE_TIMEOUT_S,
+        counted_as: str | None = None,
+    ) -> T:
         """``function(*args)`` in the child, under a memory cap for ``pixels``; what it raises is raised here,
         ``DecoderFailed`` if the child dies or is still at it after ``timeout_s`` (it is killed then: a file
-        that hangs its decoder must not hold up every later one). Blocks the calling thread: call it from a
-        worker thread."""
+        that hangs its decoder must not hold up every later one), counted in ``dae_decoder_failures_total``
+        under the format ``counted_as`` where one is given. Blocks the calling thread: call it from a worker
+        thread."""
         with self._turn:
             if self._pool is None:
                 self._pool = concurrent.futures.ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"))
@@ -97,7 +105,11 @@ class DecodeProcess:
                 _kill_workers(pool)
             self._pool = None
             pool.shutdown(wait=False, cancel_futures=True)
-            raise failure
+        if counted_as is not None:
+            from service import metrics  # here, not at the top: the child imports this module, and must not count
+
+            metrics.DECODER_FAILURES.labels(counted_as, failure.failure).inc()
+        raise failure
 
     def close(self) -> None:
         """Stop the child, if one was started (the next call starts another)."""

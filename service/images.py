@@ -174,11 +174,8 @@ def _is_heic(data: bytes) -> bool:
 
 def _open_heic(data: bytes, max_pixels: int) -> Image.Image:
     try:
-        return DECODE_PROCESS.call(_decode_heic_here, data, max_pixels, pixels=max_pixels)
+        return DECODE_PROCESS.call(_decode_heic_here, data, max_pixels, pixels=max_pixels, counted_as="heic")
     except DecoderFailed as exc:
-        from service import metrics  # here, not at the top: the child imports this module, and must not count
-
-        metrics.DECODER_FAILURES.labels("heic", exc.failure).inc()
         raise BadImage(
             f"the HEIC image could not be decoded: {exc} (a corrupt file?); send it as JPEG or PNG"
         ) from None

@@ -14,13 +14,19 @@ _ORIENTATION = ExifTags.Base.Orientation
 _EXIF_PREFIX = b"Exif\x00\x00"  # JPEG's APP1 marker text; Pillow's info["exif"] and Exif.tobytes() carry it
 
 
+def colour_space(icc_profile: bytes) -> bytes | None:
+    """A profile's colour space (``b"RGB "``, ``b"GRAY"``, ``b"CMYK"``...), read from its header's field (bytes
+    16..20, ICC.1:2022 section 7.2.6) rather than by parsing the client's profile with littlecms; None for bytes
+    too short to be a profile."""
+    return icc_profile[16:20] if len(icc_profile) >= 128 else None
+
+
 def profile_for(icc_profile: bytes | None, channels: int) -> bytes | None:
-    """The profile, if it is one for pictures of ``channels`` (1: grey, 3: RGB); else None. Read from the
-    profile header's colour-space field (bytes 16..20, ICC.1:2022 section 7.2.6) rather than by parsing the
-    client's profile with littlecms: the service only hands the bytes back."""
-    if icc_profile is None or len(icc_profile) < 128:
+    """The profile, if it is one for pictures of ``channels`` (1: grey, 3: RGB); else None (``colour_space``:
+    the service only hands the bytes back)."""
+    if icc_profile is None:
         return None
-    return icc_profile if icc_profile[16:20] == (b"GRAY" if channels == 1 else b"RGB ") else None
+    return icc_profile if colour_space(icc_profile) == (b"GRAY" if channels == 1 else b"RGB ") else None
 
 
 def answer_exif(image: Image.Image, turned: bool = True) -> bytes | None:
